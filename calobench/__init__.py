@@ -1,0 +1,16 @@
+"""calobench: train, score and compare generative simulators of detector showers."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .data import Geometry, ShowerData, read_hdf5, write_hdf5  # noqa: E402
+from .errors import CalobenchError  # noqa: E402
+from .metric import Metric, MetricContext, MetricResult  # noqa: E402
+from .model import DatasetInfo, Model, Trainer  # noqa: E402
+from .plugins import hookimpl  # noqa: E402
+from .simulator import Simulator  # noqa: E402
+
+__all__ = [
+    "CalobenchError", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
+    "ShowerData", "Simulator", "Trainer", "hookimpl", "read_hdf5", "write_hdf5", "__version__",
+]

@@ -1,0 +1,256 @@
+"""The ``calobench`` command line."""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import CalobenchError
+
+
+class UserError(click.ClickException):
+    """One line on stderr, non-zero exit, no traceback."""
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Interrupted(UserError):
+    exit_code = 130
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CalobenchError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted; finished files and the last checkpoint are kept "
+                              "(rerun the same command with --resume to continue)") from None
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+def _plugins():
+    from .plugins import get_plugins
+
+    p = get_plugins()
+    for name, err in p.registry.failed.items():
+        click.echo(f"warning: plugin '{name}' failed to load: {err}", err=True)
+    return p
+
+
+def _catalog(ctx):
+    from .catalog import Catalog
+
+    return Catalog(_plugins().registry, ctx.obj.get("datasets_files", ()))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="calobench")
+@click.option("--datasets", "datasets_files", multiple=True, type=click.Path(dir_okay=False),
+              help="An extra datasets.yaml of your own (repeatable); its entries win.")
+@click.pass_context
+def cli(ctx, datasets_files):
+    """Train, score and compare generative simulators of detector showers."""
+    ctx.ensure_object(dict)
+    ctx.obj["datasets_files"] = tuple(datasets_files)
+    warnings.showwarning = _showwarning
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(["models", "datasets", "metrics"]))
+@click.pass_context
+def list_cmd(ctx, kind):
+    """List the installed models, datasets and metrics."""
+    p = _plugins()
+    reg = p.registry
+    kinds = [kind] if kind else ["models", "datasets", "metrics"]
+    for k in kinds:
+        click.echo(f"{k}:")
+        if k == "datasets":
+            cat = _catalog(ctx)
+            for name in cat.names():
+                d = cat.get(name)
+                src = d.entry.get("simulator") and f"simulator {d.entry['simulator']}" or f"files ({d.entry['layout']})"
+                avail = "" if d.entry.get("layout") or d.entry["simulator"] in reg.simulators else "  [unavailable: simulator not installed]"
+                click.echo(f"  {name:<18} {src:<24} {d.entry['description']}{avail}")
+        elif k == "models":
+            for name, m in sorted(reg.models.items()):
+                ds = ", ".join(m.datasets) or "any"
+                click.echo(f"  {name:<18} {m.task:<9} datasets: {ds:<24} presets: {', '.join(m.presets)}  "
+                           f"[{reg.owner[('model', name)]}]")
+        else:
+            for name, m in sorted(reg.metrics.items()):
+                arrow = "higher is better" if m.higher_is_better else "lower is better"
+                click.echo(f"  {name:<20} {arrow:<17} {m.description}  [{reg.owner[('metric', name)]}]")
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include calobench's built-in plugins.")
+def plugins(show_all):
+    """Installed plugins: name, version, hooks."""
+    p = _plugins()
+    rows = [i for i in p.infos.values() if show_all or not i.builtin]
+    click.echo(json.dumps([{"name": i.name, "version": i.version, "hooks": i.hooks, "builtin": i.builtin}
+                           for i in rows], indent=2))
+    for name, err in p.failed.items():
+        click.echo(f"failed: {name}: {err}", err=True)
+
+
+def _kv(pairs):
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise CalobenchError(f"--set expects KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@cli.command()
+@click.option("--model", required=True, help="Model name (see `calobench list models`).")
+@click.option("--dataset", required=True, help="Dataset name (see `calobench list datasets`).")
+@click.option("--preset", default="default", show_default=True, help="smoke | default | paper (or the model's own).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--metrics", default=None, help="Comma-separated metric names (default: all installed).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Runs folder.")
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
+@click.option("--leaderboard", "lb", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--no-leaderboard", is_flag=True, help="Do not add the record to the leaderboard.")
+@click.option("--no-plots", is_flag=True)
+@click.option("--no-timing", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
+@click.pass_context
+def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_leaderboard, no_plots, no_timing,
+        quiet, overrides):
+    """Train MODEL on DATASET, sample, score, record, update the leaderboard."""
+    from .runner import RunOptions
+    from .runner import run as do_run
+
+    _plugins()
+    opts = RunOptions(model=model, dataset=dataset, preset=preset, seed=seed, device=device,
+                      metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                      out=Path(out), resume=resume, leaderboard=None if no_leaderboard else Path(lb),
+                      progress=not quiet, timing=not no_timing, plots=not no_plots,
+                      datasets_files=ctx.obj["datasets_files"], overrides=_kv(overrides),
+                      log=lambda s: click.echo(s, err=True))
+    record = do_run(opts)
+    _print_results(record)
+    click.echo(f"run folder:  {record['run_dir']}")
+    click.echo(f"record:      {Path(record['run_dir']) / 'record.json'}")
+    if record.get("plots"):
+        click.echo(f"plots:       {Path(record['plots'][0]).parent}/ ({len(record['plots'])} files)")
+    for p in record.get("leaderboard", []):
+        click.echo(f"leaderboard: {p}")
+
+
+def _print_results(record):
+    sps = record.get("generation", {}).get("showers_per_s", {})
+    click.echo(f"{record['model']} on {record['dataset']} ({record['n_test']} showers)")
+    click.echo(f"  {'metric':<22} {'value':>22} {'floor (real vs real)':>24}")
+    for name, e in record["metrics"].items():
+        if e["status"] != "ok":
+            click.echo(f"  {name:<22} {e['status']:>22}  {e.get('note', '')}")
+            continue
+        arrow = "↑" if e["higher_is_better"] else "↓"
+        val = f"{e['value']:.4g} ± {e['uncertainty']:.2g}"
+        floor = f"{e['floor']:.4g} ± {e['floor_uncertainty']:.2g}" if "floor" in e else "-"
+        click.echo(f"  {name + ' ' + arrow:<22} {val:>22} {floor:>24}")
+    for split, x in record.get("extra_splits", {}).items():
+        vals = ", ".join(f"{m}={e['value']:.4g}" for m, e in x["metrics"].items() if e["status"] == "ok")
+        click.echo(f"  split {split}: {vals}")
+    if sps:
+        click.echo("  showers/s: " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in sps.items())
+                   + f" ({record['generation']['device']})")
+
+
+@cli.command()
+@click.option("--dataset", required=True)
+@click.option("--samples", required=True, type=click.Path(dir_okay=False), help="calobench-layout HDF5 file.")
+@click.option("--metrics", default=None, help="Comma-separated metric names (default: all).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--name", default=None, help="Model name: also add the result to the leaderboard under it.")
+@click.option("--leaderboard", "lb", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the record JSON here.")
+@click.pass_context
+def evaluate(ctx, dataset, samples, metrics, seed, name, lb, out):
+    """Score showers produced elsewhere against DATASET's test split."""
+    from .runner import evaluate as do_eval
+
+    _plugins()
+    record = do_eval(dataset, Path(samples), [m.strip() for m in metrics.split(",")] if metrics else None,
+                     seed=seed, name=name, leaderboard=Path(lb), out=Path(out) if out else None,
+                     datasets_files=ctx.obj["datasets_files"], log=lambda s: click.echo(s, err=True))
+    _print_results(record)
+    for p in record.get("leaderboard", []):
+        click.echo(f"leaderboard: {p}")
+
+
+@cli.group(cls=Group)
+def data():
+    """Prepare and inspect datasets."""
+
+
+@data.command("prepare")
+@click.argument("dataset")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable).")
+@click.pass_context
+def data_prepare(ctx, dataset, splits):
+    """Simulate (or download) DATASET into the cache."""
+    ds = _catalog(ctx).get(dataset)
+    ds.prepare(list(splits) or None, progress=True)
+    for s in splits or ds.splits:
+        click.echo(f"{dataset}/{s}: {len(ds.load(s))} showers  {ds.split_path(s) if ds.simulator else ''}")
+
+
+@data.command("info")
+@click.argument("dataset")
+@click.pass_context
+def data_info(ctx, dataset):
+    """Describe DATASET: geometry, conditions, splits, cache."""
+    click.echo(json.dumps(_catalog(ctx).get(dataset).info(), indent=2, default=str))
+
+
+@cli.command()
+@click.option("--dir", "folder", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+def leaderboard(folder):
+    """Regenerate DIR/*.md from the JSON records in DIR/records/."""
+    from .leaderboard import render
+
+    paths = render(folder)
+    if not paths:
+        click.echo(f"no records in {Path(folder) / 'records'}")
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+def add_plugin_commands() -> None:
+    from .plugins import get_plugins
+
+    get_plugins().pm.hook.register_commands(cli=cli)
+
+
+def main():
+    try:
+        add_plugin_commands()
+    except CalobenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    cli(prog_name="calobench")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""ShowerData (showers + conditions + geometry) and its HDF5 form.
+
+The calobench HDF5 layout (schema version 1):
+  /showers            float32 [N, *shape], chunked, gzip-compressed
+  /conditions/<name>  float32 [N]
+  attrs: schema_version, geometry (JSON), plus free provenance attributes
+Files are opened lazily: ``ShowerData.showers`` may be an ``h5py.Dataset``; slicing it
+reads only what is asked for.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import CalobenchError
+from .io import _jsonable, atomic_path
+
+SCHEMA_VERSION = 1
+CACHE_ENV = "CALOBENCH_CACHE"
+
+
+@dataclass
+class Geometry:
+    """What a physicist needs to interpret a shower array.
+
+    ``layer_axis`` is the longitudinal (or time) axis of each shower, None for 2-D patterns.
+    ``cell_size`` is per axis in ``length_unit``; ``layer_positions`` are the layer depths
+    (e.g. in X0); ``mask`` marks active cells (None: all active).
+    """
+
+    shape: tuple
+    cell_size: tuple = ()
+    layer_axis: int | None = -1
+    layer_positions: list | None = None
+    layer_unit: str = "layer"
+    length_unit: str = "mm"
+    energy_unit: str = "a.u."
+    threshold: float = 0.0
+    mask: np.ndarray | None = None
+    axes: tuple = ()
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        self.cell_size = tuple(float(c) for c in self.cell_size) or (1.0,) * len(self.shape)
+        if not self.axes:
+            self.axes = ("x", "y", "z", "t")[: len(self.shape)]
+        self.axes = tuple(self.axes)
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask, dtype=bool)
+            if self.mask.shape != self.shape:
+                raise CalobenchError(f"geometry mask shape {self.mask.shape} != shape {self.shape}")
+        if self.layer_axis is not None:
+            self.layer_axis = self.layer_axis % len(self.shape)
+
+    @property
+    def n_layers(self) -> int:
+        return 1 if self.layer_axis is None else self.shape[self.layer_axis]
+
+    def layer_depths(self) -> np.ndarray:
+        if self.layer_positions is not None:
+            return np.asarray(self.layer_positions, dtype=np.float64)
+        return np.arange(self.n_layers, dtype=np.float64)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mask"] = None if self.mask is None else self.mask.astype(int).tolist()
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Geometry":
+        d = json.loads(text)
+        return cls(**d)
+
+
+@dataclass
+class ShowerData:
+    """``showers`` float32 ``[N, *shape]`` and ``conditions`` ``{name: float32[N]}``."""
+
+    showers: object  # np.ndarray or a lazy h5py.Dataset
+    conditions: dict = field(default_factory=dict)
+    geometry: Geometry | None = None
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.showers)
+        self.conditions = {k: np.asarray(v, dtype=np.float32) for k, v in self.conditions.items()}
+        for k, v in self.conditions.items():
+            if v.shape != (n,):
+                raise CalobenchError(f"condition '{k}' has shape {v.shape}, expected ({n},)")
+        if self.geometry is None:
+            self.geometry = Geometry(shape=self.showers.shape[1:])
+        if tuple(self.showers.shape[1:]) != self.geometry.shape:
+            raise CalobenchError(
+                f"showers have shape {tuple(self.showers.shape[1:])}, geometry says {self.geometry.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.showers)
+
+    @property
+    def shape(self) -> tuple:
+        return self.geometry.shape
+
+    def take(self, index) -> "ShowerData":
+        """An in-memory subset: a slice, or sorted/unsorted integer indices."""
+        if isinstance(index, slice):
+            showers = np.asarray(self.showers[index], dtype=np.float32)
+            conds = {k: v[index] for k, v in self.conditions.items()}
+        else:
+            index = np.asarray(index)
+            order = np.argsort(index, kind="stable")
+            sorted_idx = index[order]
+            if isinstance(self.showers, np.ndarray):
+                showers = self.showers[index]
+            else:  # h5py wants increasing, unique indices
+                uniq, inverse = np.unique(sorted_idx, return_inverse=True)
+                block = np.asarray(self.showers[uniq], dtype=np.float32)[inverse]
+                showers = np.empty_like(block)
+                showers[order] = block
+            conds = {k: v[index] for k, v in self.conditions.items()}
+        return ShowerData(np.asarray(showers, dtype=np.float32), conds, self.geometry, dict(self.attrs))
+
+    def head(self, n: int) -> "ShowerData":
+        return self.take(slice(0, min(n, len(self))))
+
+    def load(self) -> "ShowerData":
+        """The same data fully in memory."""
+        return self.take(slice(None))
+
+    def chunks(self, size: int = 4096):
+        """Iterate over in-memory blocks of at most ``size`` showers."""
+        for start in range(0, len(self), size):
+            yield self.take(slice(start, start + size))
+
+    def array(self) -> np.ndarray:
+        return np.asarray(self.showers[...] if not isinstance(self.showers, np.ndarray) else self.showers,
+                          dtype=np.float32)
+
+
+def cache_dir() -> Path:
+    """Where simulated and downloaded datasets are cached (``CALOBENCH_CACHE`` overrides)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("calobench"))
+
+
+def _chunk_shape(n: int, shape: tuple) -> tuple:
+    per = max(1, int(2**20 // (4 * int(np.prod(shape)))))  # ~1 MiB chunks
+    return (max(1, min(n, per)),) + tuple(shape)
+
+
+class H5Writer:
+    """Streams showers into a calobench HDF5 file in blocks; the file appears atomically on close."""
+
+    def __init__(self, path, n: int, geometry: Geometry, condition_names, attrs=None):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self.f = h5py.File(tmp, "w")
+        self.f.attrs["schema_version"] = SCHEMA_VERSION
+        self.f.attrs["geometry"] = geometry.to_json()
+        for k, v in (attrs or {}).items():
+            v = v.item() if isinstance(v, np.generic) else v
+            self.f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, default=_jsonable)
+        self.showers = self.f.create_dataset(
+            "showers", shape=(n,) + geometry.shape, dtype="f4",
+            chunks=_chunk_shape(n, geometry.shape) if n else None, compression="gzip", compression_opts=4,
+            shuffle=True,
+        )
+        grp = self.f.create_group("conditions")
+        self.conds = {c: grp.create_dataset(c, shape=(n,), dtype="f4") for c in condition_names}
+        self.pos, self.n = 0, n
+
+    def append(self, block: ShowerData):
+        m = len(block)
+        self.showers[self.pos : self.pos + m] = block.array()
+        for c, ds in self.conds.items():
+            ds[self.pos : self.pos + m] = block.conditions[c]
+        self.pos += m
+
+    def close(self, ok: bool = True):
+        self.f.close()
+        ok = ok and self.pos == self.n
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(RuntimeError, RuntimeError("incomplete"), None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self.close(ok=et is None)
+        return False
+
+
+def write_hdf5(path, data: ShowerData, attrs=None) -> Path:
+    """Write ``data`` atomically in the calobench layout."""
+    with H5Writer(path, len(data), data.geometry, list(data.conditions), {**data.attrs, **(attrs or {})}) as w:
+        for block in data.chunks():
+            w.append(block)
+    return Path(path)
+
+
+def _open(path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise CalobenchError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise CalobenchError(f"{path}: not a readable HDF5 file (corrupt or truncated?)") from None
+
+
+def read_hdf5(path, lazy: bool = True, geometry: Geometry | None = None) -> ShowerData:
+    """Read a calobench-layout file; ``lazy`` keeps showers on disk until sliced."""
+    f = _open(path)
+    try:
+        if "showers" not in f:
+            raise CalobenchError(f"{path}: no 'showers' dataset (is it a calobench HDF5 file?)")
+        version = int(f.attrs.get("schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            raise CalobenchError(f"{path}: schema version {version} is newer than this calobench ({SCHEMA_VERSION})")
+        if geometry is None and "geometry" in f.attrs:
+            geometry = Geometry.from_json(f.attrs["geometry"])
+        conds = {k: np.asarray(v[...]) for k, v in f.get("conditions", {}).items()}
+        attrs = {k: v for k, v in f.attrs.items() if k not in ("geometry", "schema_version")}
+        showers = f["showers"]
+        if not lazy:
+            showers = _read_all(path, showers)
+        data = ShowerData(showers, conds, geometry, attrs)
+        if lazy and len(data):  # touch first and last chunk: a truncated file fails here, not mid-run
+            _read_all(path, showers, (slice(0, 1),))
+            _read_all(path, showers, (slice(len(data) - 1, len(data)),))
+        return data
+    except CalobenchError:
+        f.close()
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        f.close()
+        raise CalobenchError(f"{path}: unreadable HDF5 content (corrupt or truncated?): {exc}") from None
+    finally:
+        if not lazy:
+            f.close()
+
+
+def _read_all(path, ds, index=(Ellipsis,)):
+    try:
+        return np.asarray(ds[index[0]], dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise CalobenchError(f"{path}: unreadable HDF5 content (corrupt or truncated?): {exc}") from None

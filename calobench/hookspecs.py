@@ -1,0 +1,45 @@
+"""The hooks a calobench plugin may implement.
+
+Every hook receives a ``register`` callback (as in simonw/llm): a plugin calls it once
+per object it contributes. Built-in plugins use exactly these hooks.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("calobench")
+
+
+@hookspec
+def register_simulators(register):
+    """Register parametric simulators: ``register(simulator)`` with a :class:`calobench.Simulator`."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset entries: ``register(name, entry)`` with a dict in the datasets.yaml schema."""
+
+
+@hookspec
+def register_layouts(register):
+    """Register HDF5 file layouts: ``register(name, reader)``; ``reader(path, geometry) -> ShowerData``."""
+
+
+@hookspec
+def register_models(register):
+    """Register model classes: ``register(ModelSubclass)``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register metric classes: ``register(MetricSubclass)``."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands to the ``calobench`` group: ``cli.add_command(...)``."""
+
+
+@hookspec
+def make_plots(dataset, real, generated, outdir, model):
+    """Write plugin-specific PNG plots for a run into ``outdir``; return a list of paths."""

@@ -1,0 +1,57 @@
+"""The Metric interface: ``compute(real, generated, ctx) -> MetricResult`` with an uncertainty."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .data import ShowerData
+from .model import DatasetInfo
+
+
+@dataclass
+class MetricResult:
+    value: float
+    uncertainty: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MetricContext:
+    """What a metric may use besides the two samples: the dataset (to train a network on
+    its train split), a seed for every random choice, the device, a cache folder."""
+
+    dataset: DatasetInfo
+    seed: int = 0
+    device: str = "cpu"
+    cache: object = None
+
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, salt])
+
+
+class Metric:
+    """Subclass, set ``name``/``higher_is_better``; implement ``compute``.
+
+    ``applies_to`` returns None or the reason the metric does not apply (the leaderboard
+    shows n/a). ``min_showers`` is the smallest sample the metric can say anything about;
+    below it the runner skips the metric with a note instead of failing the run.
+    """
+
+    name: str = ""
+    higher_is_better: bool = False
+    min_showers: int = 2
+    description: str = ""
+
+    def applies_to(self, dataset: DatasetInfo) -> str | None:
+        return None
+
+    def compute(self, real: ShowerData, generated: ShowerData, ctx: MetricContext) -> MetricResult:
+        raise NotImplementedError
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"

@@ -1,0 +1,216 @@
+"""The Model interface and the Trainer that owns the training loop's chores.
+
+A model builds its networks in ``__init__``, trains in ``fit`` by iterating
+``trainer.steps(self, total)`` (progress bar, periodic atomic checkpoints, exact resume,
+NaN/inf checks are the trainer's job) and generates with ``sample`` (task ``generate``:
+conditions -> showers) or ``refine`` (task ``refine``: source showers -> target-like).
+Weights are saved as safetensors; checkpoints load with ``torch.load(weights_only=True)``,
+so nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Geometry, ShowerData
+from .errors import CalobenchError
+from .io import atomic_path
+
+
+@dataclass
+class DatasetInfo:
+    """What a model or metric may know about its dataset (and a lazy loader of its splits)."""
+
+    name: str
+    geometry: Geometry
+    conditions: dict  # name -> (low, high)
+    splits: list = field(default_factory=list)
+    counterpart: str | None = None
+    loader: object = None  # callable(split) -> ShowerData
+    key: str = ""
+
+    def load(self, split: str) -> ShowerData:
+        if self.loader is None:
+            raise CalobenchError(f"dataset '{self.name}' has no loader here")
+        return self.loader(split)
+
+
+class Model:
+    """Subclass, set the class attributes, implement ``__init__``/``fit``/``sample`` (or ``refine``).
+
+    ``nets`` (name -> nn.Module) and ``optimizers`` (name -> Optimizer) drive the default
+    save/load/checkpoint behaviour; models without torch networks override
+    ``state_dict``/``load_state_dict``.
+    """
+
+    name: str = ""
+    task: str = "generate"  # or "refine"
+    datasets: tuple = ()  # supported dataset names; empty: any dataset with a suitable geometry
+    presets: dict = {"smoke": {}, "default": {}, "paper": {}}
+    description: str = ""
+
+    def __init__(self, dataset: DatasetInfo, config: dict, device: torch.device):
+        self.dataset, self.config, self.device = dataset, dict(config), device
+        self.nets: dict = {}
+        self.optimizers: dict = {}
+
+    # -- capability ----------------------------------------------------------
+    @classmethod
+    def supports(cls, dataset: DatasetInfo) -> str | None:
+        """None if the model can run on ``dataset``, else the reason it cannot."""
+        if cls.datasets and dataset.name not in cls.datasets:
+            return f"model '{cls.name}' does not support dataset '{dataset.name}' (supports: {', '.join(cls.datasets)})"
+        return None
+
+    @classmethod
+    def config_for(cls, preset: str, overrides: dict | None = None) -> dict:
+        if preset not in cls.presets:
+            raise CalobenchError(f"model '{cls.name}' has no preset '{preset}' (presets: {', '.join(cls.presets)})")
+        return {**cls.presets[preset], **(overrides or {})}
+
+    # -- the work ------------------------------------------------------------
+    def fit(self, train: ShowerData, trainer: "Trainer", validation: ShowerData | None = None) -> None:
+        raise NotImplementedError
+
+    def sample(self, conditions: dict) -> np.ndarray:
+        raise NotImplementedError(f"model '{self.name}' does not generate")
+
+    def refine(self, showers: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"model '{self.name}' does not refine")
+
+    def generate_batch(self, conditions: dict | None = None, showers: np.ndarray | None = None) -> np.ndarray:
+        """One call of the task's entry point (used by the runner and the timing benchmark)."""
+        with torch.inference_mode():
+            return self.refine(showers) if self.task == "refine" else self.sample(conditions)
+
+    # -- weights -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {f"{n}.{k}": v for n, net in self.nets.items() for k, v in net.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, net in self.nets.items():
+            prefix = n + "."
+            net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def training_state(self) -> dict:
+        return {"weights": self.state_dict(), "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["weights"])
+        for n, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][n])
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for net in self.nets.values() for p in net.parameters())
+
+    def save(self, path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"model": self.name, "config": json.dumps(self.config)})
+
+    def load(self, path) -> None:
+        from safetensors.torch import load_file
+
+        self.load_state_dict(load_file(str(path), device=str(self.device)))
+
+
+class Trainer:
+    """Runs the step loop for a model: progress, checkpoints, resume, loss checks.
+
+    ``trainer.rng`` (numpy) and torch's global generator are the only randomness a model
+    should use in ``fit``: both are saved in checkpoints, so a resumed run continues exactly
+    where the interrupted one stopped.
+    """
+
+    def __init__(self, checkpoint: Path | None = None, resume: bool = False, seed: int = 0,
+                 progress: bool = True, checkpoint_every: float = 120.0, log_every: int = 10, desc: str = "training"):
+        self.checkpoint, self.resume, self.progress = checkpoint, resume, progress
+        self.checkpoint_every, self.log_every, self.desc = checkpoint_every, log_every, desc
+        self.rng = np.random.default_rng(seed)
+        self.history: list = []
+        self.step = 0
+        self.last_checkpoint_step = 0
+        self.resumed_from = 0
+        self.wall_s = 0.0
+        self._pending: dict = {}
+
+    def log(self, **losses) -> None:
+        """Record this step's losses; a NaN/inf loss stops the run with a clear error."""
+        for k, v in losses.items():
+            v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            if not math.isfinite(v):
+                raise CalobenchError(
+                    f"loss '{k}' became {v} at step {self.step}; stopped (last checkpoint: step {self.last_checkpoint_step})"
+                )
+            self._pending[k] = v
+
+    def steps(self, model: Model, total: int):
+        """Yield the step indices still to do, checkpointing as it goes."""
+        from tqdm.auto import tqdm
+
+        start = 0
+        if self.resume and self.checkpoint is not None and self.checkpoint.exists():
+            start = self._load(model)
+            self.resumed_from = start
+        bar = tqdm(total=total, initial=start, desc=self.desc, unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        last_save = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            for step in range(start, total):
+                self.step = step
+                self._pending = {}
+                yield step
+                if self._pending and (step % self.log_every == 0 or step == total - 1):
+                    self.history.append({"step": step, **self._pending})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(self._pending.items())[:3]})
+                bar.update(1)
+                done = step + 1
+                if done == total or time.monotonic() - last_save > self.checkpoint_every:
+                    self.wall_s += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save(model, done)
+                    last_save = time.monotonic()
+        finally:
+            bar.close()
+        self.step = total
+
+    def _save(self, model: Model, step: int) -> None:
+        if self.checkpoint is None:
+            return
+        state = {
+            "step": step,
+            "model": model.training_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "history": json.dumps(self.history),
+            "wall_s": self.wall_s,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+        self.last_checkpoint_step = step
+
+    def _load(self, model: Model) -> int:
+        try:
+            state = torch.load(self.checkpoint, map_location=model.device, weights_only=True)
+        except Exception as exc:
+            raise CalobenchError(f"{self.checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
+        model.load_training_state(state["model"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.history = json.loads(state["history"])
+        self.wall_s = float(state.get("wall_s", 0.0))
+        self.last_checkpoint_step = int(state["step"])
+        return int(state["step"])

@@ -1,0 +1,113 @@
+"""Physics observables shared by metrics and plots.
+
+All take a :class:`ShowerData` (any geometry) and work in blocks, so lazily read datasets
+never need to fit in memory. Positions are cell centres, ``(i + 0.5 - n/2) * cell_size``;
+depths are ``geometry.layer_depths()`` (e.g. X0). With more than ``MAX_LAYERS`` layers
+(time traces) the per-layer observables are computed on ``LAYER_GROUPS`` contiguous groups.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import ShowerData
+
+MAX_LAYERS = 30
+LAYER_GROUPS = 10
+
+
+def _as_xyl(block: np.ndarray, geometry) -> np.ndarray:
+    """[n, *shape] -> [n, X, Y, L]: two transverse axes then the layer axis."""
+    a = block.astype(np.float64, copy=False)
+    if geometry.layer_axis is not None and a.ndim > 2:
+        a = np.moveaxis(a, 1 + geometry.layer_axis, -1)
+    else:
+        a = a[..., None]
+    while a.ndim < 4:
+        a = a[:, :, None, ...] if a.ndim == 3 else a[..., None]
+    if a.ndim > 4:  # fold extra transverse axes into Y
+        a = a.reshape(a.shape[0], a.shape[1], -1, a.shape[-1])
+    return a
+
+
+def _transverse_sizes(geometry):
+    axes = [i for i in range(len(geometry.shape)) if i != geometry.layer_axis] or [0]
+    cs = [geometry.cell_size[i] for i in axes] + [1.0, 1.0]
+    return cs[0], cs[1]
+
+
+def layer_groups(n_layers: int) -> np.ndarray:
+    """Start indices of the layer groups used for per-layer observables."""
+    if n_layers <= MAX_LAYERS:
+        return np.arange(n_layers)
+    return np.linspace(0, n_layers, LAYER_GROUPS, endpoint=False).astype(int)
+
+
+def _safe_div(a, b):
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def block_features(block: np.ndarray, geometry, conditions: dict | None = None) -> dict:
+    """Per-shower observables of one in-memory block ``[n, *shape]``."""
+    a = _as_xyl(block, geometry)
+    n, X, Y, L = a.shape
+    csx, csy = _transverse_sizes(geometry)
+    xs = (np.arange(X) + 0.5 - X / 2) * csx
+    ys = (np.arange(Y) + 0.5 - Y / 2) * csy
+    starts = layer_groups(L)
+    layer_e_full = a.sum((1, 2))  # [n, L]
+    E = layer_e_full.sum(1)
+    z = geometry.layer_depths() if geometry.layer_axis is not None and len(geometry.layer_depths()) == L \
+        else np.arange(L, dtype=np.float64)
+    out = {"E_total": E}
+    depth = _safe_div((layer_e_full * z).sum(1), E)
+    out["depth"] = depth
+    out["depth_width"] = np.sqrt(np.clip(_safe_div((layer_e_full * z**2).sum(1), E) - depth**2, 0, None))
+    ex, ey = a.sum(2), a.sum(1)  # [n, X, L], [n, Y, L]
+    for name, e_ax, pos in (("x", ex, xs), ("y", ey, ys)):
+        tot = e_ax.sum(2)
+        m = _safe_div((tot * pos).sum(1), E)
+        out[f"cog_{name}"] = m
+        out[f"width_{name}"] = np.sqrt(np.clip(_safe_div((tot * pos**2).sum(1), E) - m**2, 0, None))
+    # per layer (or layer group)
+    layer_e = np.add.reduceat(layer_e_full, starts, axis=1)
+    exg, eyg = np.add.reduceat(ex, starts, axis=2), np.add.reduceat(ey, starts, axis=2)
+    maxg = np.maximum.reduceat(a.max((1, 2)), starts, axis=1)
+    tag = "layer" if L <= MAX_LAYERS else "group"
+    for j in range(len(starts)):
+        le = layer_e[:, j]
+        out[f"E_{tag}_{j}"] = le
+        out[f"max_cell_{tag}_{j}"] = maxg[:, j]
+        for name, e_ax, pos in (("x", exg, xs), ("y", eyg, ys)):
+            m = _safe_div((e_ax[:, :, j] * pos).sum(1), le)
+            out[f"width_{name}_{tag}_{j}"] = np.sqrt(np.clip(_safe_div((e_ax[:, :, j] * pos**2).sum(1), le) - m**2, 0, None))
+    hit = a > max(geometry.threshold, 0.0)
+    out["n_hits"] = hit.sum((1, 2, 3)).astype(np.float64)
+    active = X * Y * L if geometry.mask is None else int(geometry.mask.sum())
+    out["sparsity"] = 1.0 - out["n_hits"] / max(active, 1)
+    if conditions and "energy" in conditions:
+        out["E_ratio"] = _safe_div(E, np.asarray(conditions["energy"], dtype=np.float64))
+    return out
+
+
+def features(data: ShowerData, chunk: int = 2048) -> dict:
+    """Per-shower observables for a whole dataset, computed block by block."""
+    parts = [block_features(b.array(), data.geometry, b.conditions) for b in data.chunks(chunk)]
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def cell_spectrum(data: ShowerData, max_cells: int = 200_000, seed: int = 0, chunk: int = 2048) -> np.ndarray:
+    """Energies of hit cells (a seeded subsample of at most ``max_cells``)."""
+    vals = [b.array()[b.array() > 0].astype(np.float64) for b in data.chunks(chunk)]
+    v = np.concatenate(vals) if vals else np.zeros(0)
+    if len(v) > max_cells:
+        v = np.random.default_rng(seed).choice(v, max_cells, replace=False)
+    return v
+
+
+def mean_image(data: ShowerData, chunk: int = 2048) -> np.ndarray:
+    total = np.zeros(data.geometry.shape, dtype=np.float64)
+    for b in data.chunks(chunk):
+        total += b.array().sum(0)
+    return total / max(len(data), 1)

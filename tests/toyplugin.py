@@ -1,0 +1,119 @@
+"""An in-process plugin for the core tests: a tiny dataset, a tiny torch model, one metric."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+import torch
+from torch import nn
+
+import calobench
+from calobench.observables import features
+
+
+class Tiny(calobench.Simulator):
+    name = "tiny"
+    block_size = 64  # several blocks even for small splits
+
+    def geometry(self, **p):
+        return calobench.Geometry(shape=(4, 4, 3), cell_size=(5, 5, 10), energy_unit="MeV", threshold=0.1)
+
+    def condition_ranges(self, **p):
+        return {"energy": (1.0, 10.0)}
+
+    def simulate(self, n, rng, scale=1.0, **p):
+        e = rng.uniform(1, 10, n).astype(np.float32)
+        base = np.linspace(0.2, 1.0, 48).reshape(4, 4, 3)
+        x = (scale * e[:, None, None, None] * base * rng.gamma(4.0, 0.25, (n, 4, 4, 3))).astype(np.float32)
+        x[x < 0.1] = 0
+        return calobench.ShowerData(x, {"energy": e}, self.geometry())
+
+
+class TinyGen(calobench.Model):
+    """Linear map from (energy, noise) to cells; enough to test the training contract."""
+
+    name = "tiny_gen"
+    datasets = ("tiny", "tiny_big")
+    presets = {"smoke": {"steps": 30, "batch": 32, "lr": 0.01, "timing_batches": [1, 10]},
+               "default": {"steps": 60, "batch": 32, "lr": 0.01, "timing_batches": [1, 10]},
+               "paper": {"steps": 60, "batch": 32, "lr": 0.01}}
+
+    def __init__(self, dataset, config, device):
+        super().__init__(dataset, config, device)
+        self.nets["gen"] = nn.Linear(9, 48)
+        self.optimizers["gen"] = torch.optim.Adam(self.nets["gen"].parameters(), lr=config["lr"])
+
+    def fit(self, train, trainer, validation=None):
+        x_all = torch.as_tensor(train.array()).reshape(len(train), -1)
+        e_all = torch.as_tensor(train.conditions["energy"])
+        for step in trainer.steps(self, self.config["steps"]):
+            idx = trainer.rng.choice(len(train), self.config["batch"])
+            z = torch.randn(len(idx), 8)
+            out = self.nets["gen"](torch.cat([e_all[idx, None] / 10, z], 1))
+            loss = ((out - x_all[idx]) ** 2).mean()
+            if step == self.config.get("nan_at", -1):
+                loss = loss * float("nan")
+            if step == self.config.get("interrupt_at", -1):
+                raise KeyboardInterrupt
+            self.optimizers["gen"].zero_grad()
+            loss.backward()
+            self.optimizers["gen"].step()
+            trainer.log(mse=loss)
+
+    def sample(self, conditions):
+        e = torch.as_tensor(conditions["energy"])[:, None] / 10
+        out = self.nets["gen"](torch.cat([e, torch.randn(len(e), 8)], 1)).clamp_min(0)
+        if self.config.get("nan_samples"):
+            out[0, 0] = float("nan")
+        return out.reshape(-1, 4, 4, 3).numpy()
+
+
+class Refuses(TinyGen):
+    name = "only_elsewhere"
+    datasets = ("somewhere_else",)
+
+
+class TotalEnergyW1(calobench.Metric):
+    name = "e_w1"
+    description = "W1 of total energy (test metric)"
+
+    def compute(self, real, generated, ctx):
+        a, b = features(real)["E_total"], features(generated)["E_total"]
+        return calobench.MetricResult(scipy.stats.wasserstein_distance(a, b), 0.01)
+
+
+class NeedsMany(TotalEnergyW1):
+    name = "needs_many"
+    min_showers = 10**9
+
+
+class Broken(TotalEnergyW1):
+    name = "broken_metric"
+
+    def compute(self, real, generated, ctx):
+        raise RuntimeError("boom")
+
+
+@calobench.hookimpl
+def register_simulators(register):
+    register(Tiny())
+
+
+@calobench.hookimpl
+def register_datasets(register):
+    register("tiny", {"description": "tiny test data", "simulator": "tiny",
+                      "splits": {"train": {"n": 200, "seed": 1}, "validation": {"n": 40, "seed": 2},
+                                 "test": {"n": 80, "seed": 3}, "reference": {"n": 80, "seed": 4},
+                                 "hot": {"n": 40, "seed": 5, "params": {"scale": 1.5}}}})
+
+
+@calobench.hookimpl
+def register_models(register):
+    register(TinyGen)
+    register(Refuses)
+
+
+@calobench.hookimpl
+def register_metrics(register):
+    register(TotalEnergyW1)
+    register(NeedsMany)
+    register(Broken)
