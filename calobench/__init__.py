@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .data import Geometry, ShowerData, read_hdf5, write_hdf5  # noqa: E402
+from .data import Geometry, ShowerData, cache_dir, read_hdf5, write_hdf5  # noqa: E402
 from .errors import CalobenchError  # noqa: E402
 from .metric import Metric, MetricContext, MetricResult  # noqa: E402
 from .model import DatasetInfo, Model, Trainer  # noqa: E402
@@ -12,5 +12,5 @@ from .simulator import Simulator  # noqa: E402
 
 __all__ = [
     "CalobenchError", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
-    "ShowerData", "Simulator", "Trainer", "hookimpl", "read_hdf5", "write_hdf5", "__version__",
+    "ShowerData", "Simulator", "Trainer", "cache_dir", "hookimpl", "read_hdf5", "write_hdf5", "__version__",
 ]

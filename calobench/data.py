@@ -85,6 +85,7 @@ class ShowerData:
     conditions: dict = field(default_factory=dict)
     geometry: Geometry | None = None
     attrs: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived quantities (observables)
 
     def __post_init__(self):
         n = len(self.showers)
@@ -132,8 +133,9 @@ class ShowerData:
         """The same data fully in memory."""
         return self.take(slice(None))
 
-    def chunks(self, size: int = 4096):
-        """Iterate over in-memory blocks of at most ``size`` showers."""
+    def chunks(self, size: int | None = None):
+        """Iterate over in-memory blocks of at most ``size`` showers (default: ~16 M cells a block)."""
+        size = size or max(1, 2**24 // max(1, int(np.prod(self.geometry.shape))))
         for start in range(0, len(self), size):
             yield self.take(slice(start, start + size))
 

@@ -89,25 +89,28 @@ def block_features(block: np.ndarray, geometry, conditions: dict | None = None) 
     return out
 
 
-def features(data: ShowerData, chunk: int = 2048) -> dict:
-    """Per-shower observables for a whole dataset, computed block by block."""
-    parts = [block_features(b.array(), data.geometry, b.conditions) for b in data.chunks(chunk)]
-    if not parts:
-        return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def features(data: ShowerData) -> dict:
+    """Per-shower observables for a whole dataset, computed block by block (cached on ``data``)."""
+    if "features" not in data.cache:
+        parts = [block_features(b.array(), data.geometry, b.conditions) for b in data.chunks()]
+        data.cache["features"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    return data.cache["features"]
 
 
-def cell_spectrum(data: ShowerData, max_cells: int = 200_000, seed: int = 0, chunk: int = 2048) -> np.ndarray:
+def cell_spectrum(data: ShowerData, max_cells: int = 200_000, seed: int = 0) -> np.ndarray:
     """Energies of hit cells (a seeded subsample of at most ``max_cells``)."""
-    vals = [b.array()[b.array() > 0].astype(np.float64) for b in data.chunks(chunk)]
+    vals = []
+    for b in data.chunks():
+        a = b.array()
+        vals.append(a[a > 0].astype(np.float64))
     v = np.concatenate(vals) if vals else np.zeros(0)
     if len(v) > max_cells:
         v = np.random.default_rng(seed).choice(v, max_cells, replace=False)
     return v
 
 
-def mean_image(data: ShowerData, chunk: int = 2048) -> np.ndarray:
+def mean_image(data: ShowerData) -> np.ndarray:
     total = np.zeros(data.geometry.shape, dtype=np.float64)
-    for b in data.chunks(chunk):
+    for b in data.chunks():
         total += b.array().sum(0)
     return total / max(len(data), 1)

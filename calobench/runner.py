@@ -70,7 +70,7 @@ def select_metrics(registry, names):
 
 
 def check_finite(data: ShowerData, what: str) -> None:
-    for block in data.chunks(8192):
+    for block in data.chunks():
         arr = block.array()
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
