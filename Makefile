@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml $(PLUGINS)
 	touch $@
 
 demo: install
-	$(VENV)/bin/calobench run --model percell_baseline --dataset toy
+	$(VENV)/bin/calobench run --model hgcal_wgan --dataset hgcal
 
 test: install
 	$(PY) -m pytest

@@ -41,5 +41,8 @@ def register_commands(cli):
 
 
 @hookspec
-def make_plots(dataset, real, generated, outdir, model):
-    """Write plugin-specific PNG plots for a run into ``outdir``; return a list of paths."""
+def make_plots(dataset, real, generated, outdir, model, extra):
+    """Write plugin-specific PNG plots for a run into ``outdir``; return a list of paths.
+
+    ``extra`` maps each extra evaluation split (e.g. an interpolation hold-out) to its
+    ``(real, generated)`` pair."""

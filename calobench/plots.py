@@ -58,7 +58,7 @@ def hist_ratio(ax_h, ax_r, real, gen, label, bins=40, log=False):
         ax_r.set_xscale("log")
 
 
-def run_plots(plugins, ds, real, generated, outdir, model, history) -> list:
+def run_plots(plugins, ds, real, generated, outdir, model, history, extra=None) -> list:
     plt = _mpl()
     outdir = Path(outdir) / "plots"
     fr, fg = features(real), features(generated)
@@ -94,7 +94,7 @@ def run_plots(plugins, ds, real, generated, outdir, model, history) -> list:
         ax.legend(fontsize=7)
         written.append(save(fig, outdir / "losses.png"))
     for paths in plugins.pm.hook.make_plots(dataset=ds.name, real=real, generated=generated, outdir=outdir,
-                                            model=model):
+                                            model=model, extra=extra or {}):
         written.extend(str(p) for p in paths or [])
     return written
 

@@ -1,0 +1,169 @@
+"""The ``hgcal_wgan`` calobench model: WGAN-GP with two constrainers."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+import calobench
+
+from .wgan import N_LATENT, Constrainer, Critic, Generator, gradient_penalty
+
+LABELS = ("energy", "impact_x", "impact_y")
+# label normalisation and the physical units of the auxiliary loss (GeV, mm)
+LABEL_SCALE = torch.tensor([100.0, 3.0, 2.5])
+AUX_UNITS = torch.tensor([100.0, 30.0, 25.0])
+
+
+class HGCALWGAN(calobench.Model):
+    name = "hgcal_wgan"
+    task = "generate"
+    datasets = ("hgcal",)
+    description = "WGAN-GP, 7 generator towers, label-aware critic, energy + position constrainers"
+    presets = {
+        # seconds: for tests
+        "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
+                  "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False},
+        # a useful model in <= 15 min on a 2-core CPU: a quarter of the channels, n_critic 3,
+        # constrainers updated once per generator step (see the plugin README)
+        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1000, "lr": 5e-4,
+                    "lr_drops": [700, 900], "n_train": 100_000, "constrainer_each_critic_step": False},
+        # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9
+        "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-4, "lr_drops": [0.5, 0.75],
+                  "n_train": None, "constrainer_each_critic_step": True},
+    }
+    common = {"gp_lambda": 5.0, "kappa": 0.01, "adam_betas": (0.0, 0.9), "apply_threshold": True}
+
+    def __init__(self, dataset, config, device):
+        config = {**self.common, **config}
+        super().__init__(dataset, config, device)
+        g = dataset.geometry
+        missing = [c for c in LABELS if c not in dataset.conditions]
+        if missing or g.shape != (12, 15, 7):
+            raise calobench.CalobenchError(f"hgcal_wgan needs 12x15x7 showers with conditions {', '.join(LABELS)}")
+        mask = torch.as_tensor(g.mask if g.mask is not None else np.ones(g.shape, bool))
+        w = config["width"]
+        self.nets = {"generator": Generator(mask, w), "critic": Critic(w), "energy_constrainer": Constrainer(1, w),
+                     "position_constrainer": Constrainer(2, w)}
+        for net in self.nets.values():
+            net.to(device)
+        betas = tuple(config["adam_betas"])
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=betas),
+            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=betas),
+            "constrainers": torch.optim.Adam([*self.nets["energy_constrainer"].parameters(),
+                                              *self.nets["position_constrainer"].parameters()], config["lr"]),
+        }
+        self.scale = torch.ones(1)  # MIP per network unit, set from the training data
+        self.threshold = float(g.threshold)
+
+    # -- labels ----------------------------------------------------------------
+    def _labels(self, conditions) -> torch.Tensor:
+        missing = [c for c in LABELS if c not in conditions]
+        if missing:
+            raise calobench.CalobenchError(
+                f"hgcal_wgan needs conditions {', '.join(LABELS)}; missing {', '.join(missing)}")
+        lab = np.stack([np.asarray(conditions[c], np.float32) for c in LABELS], 1)
+        return torch.as_tensor(lab) / LABEL_SCALE
+
+    def _check_ranges(self, conditions):
+        if getattr(self, "_warned", False):
+            return
+        for c in LABELS:
+            lo, hi = self.dataset.conditions[c]
+            v = np.asarray(conditions[c])
+            if v.size and (v.min() < lo - 1e-6 or v.max() > hi + 1e-6):
+                what = "energy outside the trained range" if c == "energy" else f"{c} outside the beam spot"
+                warnings.warn(f"{what} [{lo:.3g}, {hi:.3g}]: got [{v.min():.3g}, {v.max():.3g}]; "
+                              "this is extrapolation", stacklevel=3)
+                self._warned = True
+
+    # -- training --------------------------------------------------------------
+    def total_steps(self, n_train: int) -> int:
+        c = self.config
+        if c.get("epochs"):
+            return max(1, math.ceil(c["epochs"] * n_train / (c["batch"] * c["n_critic"])))
+        return int(c["steps"])
+
+    def _lr_at(self, step: int, total: int) -> float:
+        drops = [d * total if isinstance(d, float) and d < 1 else d for d in self.config["lr_drops"]]
+        return self.config["lr"] * 0.1 ** sum(step >= d for d in drops)
+
+    def fit(self, train, trainer, validation=None):
+        c, dev = self.config, self.device
+        data = train.head(c["n_train"]) if c.get("n_train") else train.load()
+        X = torch.as_tensor(data.array())
+        nz = X[X > 0]
+        self.scale = torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1)
+        X = X / self.scale
+        L = self._labels(data.conditions)
+        G, D = self.nets["generator"], self.nets["critic"]
+        AE, AP = self.nets["energy_constrainer"], self.nets["position_constrainer"]
+        opt_g, opt_d, opt_a = self.optimizers["generator"], self.optimizers["critic"], self.optimizers["constrainers"]
+        units = AUX_UNITS.to(dev)
+        total = self.total_steps(len(X))
+        for step in trainer.steps(self, total):
+            lr = self._lr_at(step, total)
+            for opt in (opt_g, opt_d, opt_a):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            AE.train(), AP.train()
+            for k in range(c["n_critic"]):
+                idx = torch.as_tensor(trainer.rng.integers(0, len(X), c["batch"]))
+                real, lab = X[idx].to(dev, non_blocking=True), L[idx].to(dev, non_blocking=True)
+                z = torch.rand(len(idx), N_LATENT, device=dev) * 2 - 1
+                with torch.no_grad():
+                    fake = G(z, lab)
+                d_real, d_fake = D(real, lab).mean(), D(fake, lab).mean()
+                loss_d = d_fake - d_real + c["gp_lambda"] * gradient_penalty(D, real, fake, lab)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                if c["constrainer_each_critic_step"] or k == c["n_critic"] - 1:
+                    loss_a = ((AE(real)[:, 0] - lab[:, 0]) ** 2).mean() + ((AP(real) - lab[:, 1:]) ** 2).mean()
+                    opt_a.zero_grad(set_to_none=True)
+                    loss_a.backward()
+                    opt_a.step()
+            # generator step: constrainers frozen (eval mode, no optimiser step)
+            AE.eval(), AP.eval()
+            idx = torch.as_tensor(trainer.rng.integers(0, len(X), c["batch"]))
+            lab = L[idx].to(dev)
+            fake = G(torch.rand(len(idx), N_LATENT, device=dev) * 2 - 1, lab)
+            pred = torch.cat([AE(fake), AP(fake)], 1)
+            aux = (torch.abs(pred - lab) * units).mean(0).sum()  # |L_real - L_fake| in GeV and mm
+            loss_g = -D(fake, lab).mean() + c["kappa"] * aux
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            trainer.log(critic=loss_d, generator=loss_g, wasserstein=d_real - d_fake, constrainer=loss_a,
+                        aux_gev_mm=aux)
+
+    # -- generation ------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, conditions):
+        lab = self._labels(conditions).to(self.device)
+        self._check_ranges(conditions)
+        G = self.nets["generator"].eval()
+        z = torch.rand(len(lab), N_LATENT, device=self.device) * 2 - 1
+        out = G(z, lab) * self.scale.to(self.device)
+        if self.config["apply_threshold"]:  # the detector's readout threshold, as in the data
+            out = torch.where(out < self.threshold, torch.zeros_like(out), out)
+        return out.float().cpu().numpy()
+
+    def reconstruct(self, showers: np.ndarray) -> dict:
+        """The constrainers' labels for showers (used by the plots)."""
+        x = torch.as_tensor(showers, device=self.device) / self.scale.to(self.device)
+        AE, AP = self.nets["energy_constrainer"].eval(), self.nets["position_constrainer"].eval()
+        with torch.no_grad():
+            y = torch.cat([AE(x), AP(x)], 1).cpu() * LABEL_SCALE
+        return {c: y[:, i].numpy() for i, c in enumerate(LABELS)}
+
+    # the data scale travels with the weights
+    def state_dict(self):
+        return {**super().state_dict(), "scale": self.scale.cpu()}
+
+    def load_state_dict(self, state):
+        self.scale = state["scale"].cpu().reshape(1)
+        super().load_state_dict({k: v for k, v in state.items() if k != "scale"})
