@@ -44,7 +44,7 @@ def _fmt(v, u=None) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "n/a"
     s = f"{v:.4g}"
-    if u:
+    if u is not None:
         s += f" ± {u:.2g}"
     return s
 

@@ -22,12 +22,13 @@ class MetricResult:
 @dataclass
 class MetricContext:
     """What a metric may use besides the two samples: the dataset (to train a network on
-    its train split), a seed for every random choice, the device, a cache folder."""
+    its train split), a seed for every random choice, the device, and for refine tasks the
+    source dataset."""
 
     dataset: DatasetInfo
     seed: int = 0
     device: str = "cpu"
-    cache: object = None
+    source: DatasetInfo | None = None  # refine tasks: the dataset the refined showers came from
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])

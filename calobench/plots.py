@@ -51,6 +51,8 @@ def hist_ratio(ax_h, ax_r, real, gen, label, bins=40, log=False):
     ax_r.stairs(ratio, edges, color="tab:red")
     ax_r.axhline(1, color="k", lw=0.5)
     ax_r.set_ylim(0, 2)
+    for ax in (ax_h, ax_r):
+        ax.set_xlim(edges[0], edges[-1])
     ax_r.set_ylabel("gen/real")
     ax_r.set_xlabel(label)
     if log:

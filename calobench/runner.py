@@ -254,7 +254,7 @@ def run(opts: RunOptions) -> dict:
     write_hdf5(run_dir / "samples.h5", generated, {"model": model_cls.name, "dataset": ds.name, "split": "test"})
 
     ctx = MetricContext(dataset=info if target_ds is None else dataset_info(target_ds), seed=opts.seed,
-                        device=str(device))
+                        device=str(device), source=info if target_ds is not None else None)
     log(f"metrics: {', '.join(m.name for m in metrics) or 'none'} on {len(generated)} showers (+ floor)")
     results = score(metrics, real, generated, ctx, reference, log=log)
     extra, extra_data = {}, {}

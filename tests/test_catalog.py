@@ -75,3 +75,33 @@ def test_file_dataset_with_checksum(tmp_path):
 def test_unknown_dataset_suggests_close_match():
     with pytest.raises(CalobenchError, match="did you mean: tiny"):
         catalog().get("tinny")
+
+
+def test_url_dataset_downloads_once_with_checksum(tmp_path):
+    """A real download through pooch, from a server on the loopback interface."""
+    import functools
+    import http.server
+    import threading
+
+    from calobench import write_hdf5
+
+    served = tmp_path / "srv"
+    served.mkdir()
+    write_hdf5(served / "t.h5", catalog().get("tiny").load("test"))
+    digest = hashlib.sha256((served / "t.h5").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/t.h5"
+    try:
+        good = tmp_path / "good.yaml"
+        good.write_text(f"web: {{layout: calobench, splits: {{train: {{files: [{{url: '{url}', sha256: '{digest}'}}]}},"
+                        f" test: {{files: [{{url: '{url}', sha256: '{digest}'}}]}}}}}}\n")
+        assert len(catalog(good).get("web").load("train")) == 80
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(good.read_text().replace("web:", "web2:").replace(digest, "cd" * 32))
+        with pytest.raises(CalobenchError, match="checksum mismatch"):
+            catalog(bad).get("web2").load("train")
+    finally:
+        server.shutdown()
+    assert len(catalog(good).get("web").load("test")) == 80  # cached: no server needed

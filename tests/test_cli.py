@@ -244,3 +244,27 @@ def test_model_weights_roundtrip(tmp_path):
     m2.load(tmp_path / "w.safetensors")
     for k, v in m.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k])
+
+
+def test_plugin_can_add_a_command(monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    import calobench
+    from calobench import cli as cli_mod
+
+    class AddsCommand:
+        @staticmethod
+        @calobench.hookimpl
+        def register_commands(cli):
+            @cli.command(name="hello-physics")
+            def hello():
+                click.echo("hello from a plugin")
+
+    set_plugins(Plugins(extra=[AddsCommand], load_entrypoints=False))
+    cli_mod.add_plugin_commands()
+    try:
+        r = CliRunner().invoke(cli_mod.cli, ["hello-physics"])
+        assert r.exit_code == 0 and "hello from a plugin" in r.output
+    finally:
+        cli_mod.cli.commands.pop("hello-physics", None)

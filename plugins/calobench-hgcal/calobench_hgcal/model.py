@@ -34,7 +34,8 @@ class HGCALWGAN(calobench.Model):
         "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-4, "lr_drops": [0.5, 0.75],
                   "n_train": None, "constrainer_each_critic_step": True},
     }
-    common = {"gp_lambda": 5.0, "kappa": 0.01, "adam_betas": (0.0, 0.9), "apply_threshold": True}
+    common = {"gp_lambda": 5.0, "kappa": 0.01, "adam_betas": (0.0, 0.9), "apply_threshold": True,
+              "transform": "log"}
 
     def __init__(self, dataset, config, device):
         config = {**self.common, **config}
@@ -56,8 +57,22 @@ class HGCALWGAN(calobench.Model):
             "constrainers": torch.optim.Adam([*self.nets["energy_constrainer"].parameters(),
                                               *self.nets["position_constrainer"].parameters()], config["lr"]),
         }
-        self.scale = torch.ones(1)  # MIP per network unit, set from the training data
+        self.scale = torch.ones(1)  # MIP per network unit (linear transform), set from the training data
         self.threshold = float(g.threshold)
+        if config["transform"] not in ("linear", "log"):
+            raise calobench.CalobenchError(f"hgcal_wgan: transform must be linear or log, got {config['transform']!r}")
+
+    # -- the networks' cell scale ------------------------------------------------
+    def to_net(self, x: torch.Tensor) -> torch.Tensor:
+        """linear: x / scale (99th percentile of hit cells); log: log1p(x / 2 MIP) / 4."""
+        if self.config["transform"] == "log":
+            return torch.log1p(x / max(self.threshold, 1e-3)) / 4
+        return x / self.scale.to(x.device)
+
+    def from_net(self, u: torch.Tensor) -> torch.Tensor:
+        if self.config["transform"] == "log":
+            return torch.expm1(4 * u) * max(self.threshold, 1e-3)
+        return u * self.scale.to(u.device)
 
     # -- labels ----------------------------------------------------------------
     def _labels(self, conditions) -> torch.Tensor:
@@ -97,7 +112,7 @@ class HGCALWGAN(calobench.Model):
         X = torch.as_tensor(data.array())
         nz = X[X > 0]
         self.scale = torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1)
-        X = X / self.scale
+        X = self.to_net(X)
         L = self._labels(data.conditions)
         G, D = self.nets["generator"], self.nets["critic"]
         AE, AP = self.nets["energy_constrainer"], self.nets["position_constrainer"]
@@ -147,14 +162,14 @@ class HGCALWGAN(calobench.Model):
         self._check_ranges(conditions)
         G = self.nets["generator"].eval()
         z = torch.rand(len(lab), N_LATENT, device=self.device) * 2 - 1
-        out = G(z, lab) * self.scale.to(self.device)
+        out = self.from_net(G(z, lab))
         if self.config["apply_threshold"]:  # the detector's readout threshold, as in the data
             out = torch.where(out < self.threshold, torch.zeros_like(out), out)
         return out.float().cpu().numpy()
 
     def reconstruct(self, showers: np.ndarray) -> dict:
         """The constrainers' labels for showers (used by the plots)."""
-        x = torch.as_tensor(showers, device=self.device) / self.scale.to(self.device)
+        x = self.to_net(torch.as_tensor(showers, device=self.device))
         AE, AP = self.nets["energy_constrainer"].eval(), self.nets["position_constrainer"].eval()
         with torch.no_grad():
             y = torch.cat([AE(x), AP(x)], 1).cpu() * LABEL_SCALE

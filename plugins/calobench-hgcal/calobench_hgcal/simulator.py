@@ -118,7 +118,8 @@ def cell_fractions(cx: np.ndarray, cy: np.ndarray, R: np.ndarray) -> np.ndarray:
     return G[:, 1:, 1:] - G[:, :-1, 1:] - G[:, 1:, :-1] + G[:, :-1, :-1]
 
 
-def simulate_block(n: int, rng, energies=TRAIN_ENERGIES, energy_smear=0.01, spot=BEAM_SPOT_CM) -> tuple:
+def simulate_block(n: int, rng, energies=TRAIN_ENERGIES, energy_smear=0.01, spot=BEAM_SPOT_CM,
+                   noise_mip=NOISE_MIP) -> tuple:
     E_nom = rng.choice(np.asarray(energies, dtype=np.float64), n)
     E = E_nom * (1 + energy_smear * rng.standard_normal(n))
     x0 = rng.uniform(-spot[0] / 2, spot[0] / 2, n)
@@ -140,7 +141,7 @@ def simulate_block(n: int, rng, energies=TRAIN_ENERGIES, energy_smear=0.01, spot
     # cells without a particle stay empty: 0.25 MIP noise cannot pass the 2 MIP threshold (8 sigma)
     k = particles[hit]
     dep = np.zeros(lam.shape, dtype=np.float32)
-    dep[hit] = rng.gamma(4.0 * k, 0.25) + NOISE_MIP * rng.standard_normal(len(k))
+    dep[hit] = rng.gamma(4.0 * k, 0.25) + noise_mip * rng.standard_normal(len(k))
     dep[dep < THRESHOLD_MIP] = 0.0
     labels = {"energy": E, "impact_x": x0 + LABEL_SMEAR_CM * rng.standard_normal(n),
               "impact_y": y0 + LABEL_SMEAR_CM * rng.standard_normal(n)}

@@ -1,0 +1,111 @@
+"""HGCAL WGAN: physics and speed figures for a trained run.
+
+    python benchmarks/hgcal_wgan.py runs/hgcal__hgcal_wgan__default__seed0 [--device cpu|cuda]
+
+Prints, for the run's samples against the dataset:
+  * mean energy response (visible MIP per GeV) and resolution (sigma/mean of the total
+    visible energy) per beam energy, including the 70 GeV interpolation hold-out,
+    real vs generated;
+  * W1 per observable (normalised by the real spread) for generated vs real and for the
+    floor (reference vs real);
+  * generation showers/s at batch 1, 100, 10 000 (median of 10 after a warm-up) beside the
+    builtin physics simulator's showers/s, measured in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calobench import read_hdf5
+from calobench.catalog import Catalog
+from calobench.observables import features
+from calobench.plugins import get_plugins
+from calobench.runner import dataset_info, resolve_device
+from scipy.stats import wasserstein_distance
+
+ENERGIES = (20, 32, 50, 70, 80, 90)
+OBS = ("E_total", "depth", "depth_width", "n_hits", "width_x", "width_y", "cog_x", "cog_y",
+       *(f"E_layer_{i}" for i in range(7)), *(f"max_cell_layer_{i}" for i in range(7)))
+
+
+def median_rate(fn, batch, reps=10, device="cpu"):
+    fn(batch)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return batch / float(np.median(times))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=10)
+    args = ap.parse_args()
+    rec = json.loads((args.run_dir / "record.json").read_text())
+    plugins = get_plugins()
+    ds = Catalog(plugins.registry).get(rec["dataset"])
+    device = resolve_device(args.device)
+    model = plugins.registry.get("model", rec["model"])(dataset_info(ds), rec["config"], device)
+    model.load(args.run_dir / "model.safetensors")
+
+    real = {"test": ds.load("test").load(), "interp70": ds.load("interp70").load()}
+    gen = {"test": read_hdf5(args.run_dir / "samples.h5", lazy=False),
+           "interp70": read_hdf5(args.run_dir / "samples_interp70.h5", lazy=False)}
+    print(f"run {args.run_dir.name}: {rec['model']} ({rec['preset']}), trained {rec['train']['steps']} steps "
+          f"in {rec['train']['wall_s'] / 60:.1f} min on {rec['generation']['device']}")
+    print("\nenergy response [MIP/GeV] and resolution, real vs generated")
+    print(f"{'E [GeV]':>8} {'n':>6} {'response real':>14} {'response gen':>13} {'ratio':>7} "
+          f"{'resol. real':>12} {'resol. gen':>11}")
+    for E in ENERGIES:
+        split = "interp70" if E == 70 else "test"
+        r, g = real[split], gen[split]
+        sr = np.abs(r.conditions["energy"] - E) < 0.05 * E
+        sg = np.abs(g.conditions["energy"] - E) < 0.05 * E
+        if sr.sum() < 10:
+            continue
+        er, eg = features(r)["E_total"][sr], features(g)["E_total"][sg]
+        rr, rg = er.mean() / E, eg.mean() / E
+        tag = " (hold-out)" if E == 70 else ""
+        print(f"{E:>8} {sr.sum():>6} {rr:>14.2f} {rg:>13.2f} {rg / rr:>7.3f} {er.std() / er.mean():>12.3f} "
+              f"{eg.std() / eg.mean():>11.3f}{tag}")
+
+    ref = ds.load("reference").load()
+    fr, fg, ff = features(real["test"]), features(gen["test"]), features(ref)
+    print("\nW1 / std(real) per observable: generated vs real, and the floor (reference vs real)")
+    print(f"{'observable':<18} {'generated':>10} {'floor':>8} {'ratio':>7}")
+    for k in OBS:
+        s = fr[k].std()
+        if s <= 0:
+            continue
+        w, w0 = wasserstein_distance(fr[k], fg[k]) / s, wasserstein_distance(fr[k], ff[k]) / s
+        print(f"{k:<18} {w:>10.4f} {w0:>8.4f} {w / max(w0, 1e-12):>7.1f}")
+
+    print(f"\ngeneration throughput, device {device} ({torch.get_num_threads()} threads), median of {args.reps}")
+    cond = real["test"].conditions
+    sim = plugins.registry.simulators["hgcal"]
+
+    def gen_fn(b):
+        idx = np.arange(b) % len(real["test"])
+        model.generate_batch(conditions={k: v[idx] for k, v in cond.items()})
+
+    rng = np.random.default_rng(0)
+    print(f"{'batch':>7} {'WGAN showers/s':>15} {'simulator showers/s':>20} {'speed-up':>9}")
+    for b in (1, 100, 10_000):
+        g = median_rate(gen_fn, b, args.reps, device.type)
+        s = median_rate(lambda n: sim.simulate(n, rng), b, max(3, args.reps // 3))
+        print(f"{b:>7} {g:>15,.0f} {s:>20,.0f} {g / s:>9.2f}")
+    print(f"parameters: {model.n_parameters():,}  (generator {sum(p.numel() for p in model.nets['generator'].parameters()):,})")
+
+
+if __name__ == "__main__":
+    main()

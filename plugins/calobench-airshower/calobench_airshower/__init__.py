@@ -1,0 +1,42 @@
+"""calobench-airshower: the air-shower array of Erdmann, Geiger, Glombitza, Schmidt,
+"Generating and refining particle detector simulations using the Wasserstein distance in
+adversarial networks" (Comput. Softw. Big Sci. 2, 2018): simulator (data / simulation
+variants), pattern WGAN, trace refiner, AixNet, and their metrics."""
+from __future__ import annotations
+
+import calobench
+
+from .metrics import LabelConsistency, RefinementUtility, RefinementUtilityData, RefinementUtilitySim
+from .models import AirshowerRefiner, AirshowerWGAN
+from .simulator import AirShowerSimulator
+
+__version__ = "0.1.0"
+
+
+@calobench.hookimpl
+def register_simulators(register):
+    register(AirShowerSimulator())
+
+
+@calobench.hookimpl
+def register_models(register):
+    register(AirshowerWGAN)
+    register(AirshowerRefiner)
+
+
+@calobench.hookimpl
+def register_metrics(register):
+    for m in (RefinementUtility, RefinementUtilitySim, RefinementUtilityData, LabelConsistency):
+        register(m)
+
+
+@calobench.hookimpl
+def make_plots(dataset, real, generated, outdir, model, extra):
+    from . import plots
+
+    shape = real.geometry.shape
+    if shape == (9, 9) and "energy" in real.conditions:
+        return [plots.patterns(real, generated, outdir)]
+    if shape == (9, 9, 80) and getattr(model, "task", "") == "refine":
+        return [plots.paired_traces(real, model.dataset.load("test"), generated, outdir)]
+    return []

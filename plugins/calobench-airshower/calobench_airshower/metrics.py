@@ -1,0 +1,134 @@
+"""Air-shower metrics: the refiner's utility for energy reconstruction (the seed's headline)
+and the WGAN's label consistency."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from calobench import Metric, MetricResult
+
+from .aixnet import cached_regressor, make_aixnet, predict_energy, train_regressor
+
+E_BINS = (1, 10, 30, 60, 100)
+
+
+def response(pred: np.ndarray, true: np.ndarray) -> dict:
+    d = (pred - true) / true
+    out = {"bias": float(d.mean()), "resolution": float(d.std())}
+    which = np.digitize(true, E_BINS[1:-1])
+    out["per_energy_bin"] = {f"{E_BINS[b]}-{E_BINS[b + 1]} EeV": {"bias": float(d[which == b].mean()),
+                                                                  "resolution": float(d[which == b].std())}
+                             for b in range(len(E_BINS) - 1) if (which == b).sum() >= 5}
+    return out
+
+
+def _bootstrap_resolution(pred, true, rng, n=20) -> float:
+    d = (pred - true) / true
+    return float(np.std([d[rng.integers(0, len(d), len(d))].std() for _ in range(n)], ddof=1))
+
+
+def applies(dataset) -> str | None:
+    if dataset.geometry.shape != (9, 9, 80) or "energy" not in dataset.conditions:
+        return "needs 9x9x80 air-shower traces with an energy label"
+    return None
+
+
+def utility(real, generated, ctx) -> dict:
+    """AixNet trained on (a) raw simulation, (b) the generated (refined) sample, (c) data;
+    all evaluated on the same half of the real data test sample."""
+    n = len(generated) // 2
+    test = real.take(np.arange(len(real) - min(n, len(real) // 2), len(real)))
+    e = test.conditions["energy"]
+    out = {"n_train": n, "n_eval": len(test)}
+    rng = ctx.rng(21)
+    nets = {"data": cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-n{n}", ctx.dataset.load("train").head(n),
+                                     ctx.seed)}
+    if ctx.source is not None:
+        nets["sim"] = cached_regressor(f"{ctx.source.key or ctx.source.name}-n{n}", ctx.source.load("train").head(n),
+                                       ctx.seed)
+    half = generated.head(n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        net = make_aixnet(half.geometry.shape)
+    nets["refined"] = train_regressor(net, half.array(), half.conditions["energy"], ctx.seed)
+    for k, net in nets.items():
+        pred = predict_energy(net, test.array())
+        out[k] = response(pred, e)
+        out[k]["resolution_unc"] = _bootstrap_resolution(pred, e, rng)
+    return out
+
+
+class RefinementUtility(Metric):
+    """Relative energy resolution, on data, of AixNet trained on the refined simulation: (b)."""
+
+    name = "refinement_utility"
+    description = "AixNet trained on refined sim, resolution on data (b)"
+    min_showers = 200
+    key = "refined"
+
+    def applies_to(self, dataset):
+        return applies(dataset)
+
+    def compute(self, real, generated, ctx):
+        u = utility(real, generated, ctx)
+        if self.key not in u:
+            from calobench import CalobenchError
+
+            raise CalobenchError("needs the refine task's source dataset (raw simulation)")
+        r = u[self.key]
+        return MetricResult(r["resolution"], r["resolution_unc"], u)
+
+
+class RefinementUtilitySim(RefinementUtility):
+    """(a): AixNet trained on raw simulation, evaluated on data (independent of the refiner)."""
+
+    name = "refinement_utility_sim"
+    description = "AixNet trained on raw sim, resolution on data (a)"
+    key = "sim"
+
+
+class RefinementUtilityData(RefinementUtility):
+    """(c): AixNet trained on data, evaluated on data: the best case."""
+
+    name = "refinement_utility_data"
+    description = "AixNet trained on data, resolution on data (c)"
+    key = "data"
+
+
+class LabelConsistency(Metric):
+    """An AixNet trained on real patterns reconstructs the energy of generated ones: mean over
+    energy bins of |bias_gen - bias_real| + |resolution_gen - resolution_real|; the correlation
+    of reconstructed and label energies in details."""
+
+    name = "label_consistency"
+    description = "AixNet energy response on generated vs real patterns"
+    min_showers = 100
+
+    def applies_to(self, dataset):
+        if dataset.geometry.shape != (9, 9) or "energy" not in dataset.conditions:
+            return "needs 9x9 air-shower patterns with an energy label"
+        return None
+
+    def compute(self, real, generated, ctx):
+        net = cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-patterns", ctx.dataset.load("train").head(20000),
+                               ctx.seed)
+        pr, pg = predict_energy(net, real.array()), predict_energy(net, generated.array())
+        er, eg = real.conditions["energy"], generated.conditions["energy"]
+        rr, rg = response(pr, er), response(pg, eg)
+
+        def value(ir, ig):
+            vals = []
+            for b in range(len(E_BINS) - 1):
+                sr = ir[(er[ir] >= E_BINS[b]) & (er[ir] < E_BINS[b + 1])]
+                sg = ig[(eg[ig] >= E_BINS[b]) & (eg[ig] < E_BINS[b + 1])]
+                if len(sr) >= 5 and len(sg) >= 5:
+                    dr, dg = (pr[sr] - er[sr]) / er[sr], (pg[sg] - eg[sg]) / eg[sg]
+                    vals.append(abs(dg.mean() - dr.mean()) + abs(dg.std() - dr.std()))
+            return float(np.mean(vals)) if vals else np.nan
+
+        v = value(np.arange(len(er)), np.arange(len(eg)))
+        rng = ctx.rng(22)
+        boots = [value(rng.integers(0, len(er), len(er)), rng.integers(0, len(eg), len(eg))) for _ in range(20)]
+        details = {"real": rr, "generated": rg, "correlation_real": float(np.corrcoef(pr, er)[0, 1]),
+                   "correlation_generated": float(np.corrcoef(pg, eg)[0, 1])}
+        return MetricResult(v, float(np.nanstd(boots, ddof=1)), details)

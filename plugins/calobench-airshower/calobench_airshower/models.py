@@ -1,0 +1,135 @@
+"""``airshower_wgan`` (generate 9x9 patterns from energy) and ``airshower_refiner`` (refine
+simulated 9x9x80 traces towards data)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import calobench
+
+from .aixnet import train_regressor
+from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, gradient_penalty, to_net
+
+E_NORM = 100.0  # EeV
+
+
+class AirshowerWGAN(calobench.Model):
+    name = "airshower_wgan"
+    task = "generate"
+    datasets = ("airshower_pattern",)
+    description = "WGAN-GP for 9x9 signal patterns, energy-constrained by an AixNet"
+    presets = {
+        "smoke": {"width": 0.25, "batch": 32, "n_critic": 2, "steps": 5, "constrainer_epochs": 1, "n_train": 1000,
+                  "timing_batches": [1, 100]},
+        "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 1200, "constrainer_epochs": 3,
+                    "n_train": 50_000},
+        "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
+                  "n_train": None},
+    }
+    common = {"latent": 80, "gp_lambda": 10.0, "kappa": 0.01, "lr": 5e-4, "betas": (0.5, 0.9)}
+
+    def __init__(self, dataset, config, device):
+        config = {**self.common, **config}
+        super().__init__(dataset, config, device)
+        w = config["width"]
+        self.nets = {"generator": PatternGenerator(config["latent"], w).to(device),
+                     "critic": PatternCritic(w).to(device), "constrainer": PatternAixNet(w).to(device)}
+        b = tuple(config["betas"])
+        self.optimizers = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=b),
+                           "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
+
+    def fit(self, train, trainer, validation=None):
+        c, dev = self.config, self.device
+        data = train.head(c["n_train"]) if c.get("n_train") else train.load()
+        G, D, A = self.nets["generator"], self.nets["critic"], self.nets["constrainer"]
+        U = to_net(torch.as_tensor(data.array()))
+        E = torch.as_tensor(data.conditions["energy"]) / E_NORM
+        for step in trainer.steps(self, int(c["steps"])):
+            if step == 0:  # pre-train the constrainer on data, then freeze it (restored from checkpoints on resume)
+                train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
+                                epochs=c["constrainer_epochs"], patience=99, device=dev)
+            A.eval()
+            for _ in range(c["n_critic"]):
+                idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
+                real, e = U[idx].to(dev), E[idx].to(dev)
+                with torch.no_grad():
+                    fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
+                loss_d = D(fake).mean() - D(real).mean() + c["gp_lambda"] * gradient_penalty(D, real, fake)
+                self.optimizers["critic"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.optimizers["critic"].step()
+            idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
+            e = E[idx].to(dev)
+            fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
+            e_rec = 10 ** A(fake) / E_NORM
+            aux = ((e - e_rec) ** 2).mean()
+            loss_g = -D(fake).mean() + c["kappa"] * aux
+            self.optimizers["generator"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.optimizers["generator"].step()
+            trainer.log(critic=loss_d, generator=loss_g, constraint=aux)
+
+    @torch.no_grad()
+    def sample(self, conditions):
+        if "energy" not in conditions:
+            raise calobench.CalobenchError("airshower_wgan needs the condition 'energy' (EeV)")
+        e = torch.as_tensor(np.asarray(conditions["energy"], np.float32), device=self.device) / E_NORM
+        G = self.nets["generator"].eval()
+        return from_net(G(torch.randn(len(e), self.config["latent"], device=self.device), e)).cpu().numpy()
+
+    def reconstruct_energy(self, patterns: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return (10 ** self.nets["constrainer"].eval()(to_net(torch.as_tensor(patterns, device=self.device)))).cpu().numpy()
+
+
+class AirshowerRefiner(calobench.Model):
+    name = "airshower_refiner"
+    task = "refine"
+    datasets = ("airshower_sim",)
+    description = "residual refiner (1x1x7 time convolutions, 4 blocks) making simulated traces data-like"
+    presets = {
+        "smoke": {"width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500, "timing_batches": [1, 100]},
+        "default": {"width": 0.125, "batch": 16, "n_critic": 5, "steps": 600, "n_train": 20_000},
+        "paper": {"width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None},
+    }
+    common = {"gp_lambda": 5.0, "lr": 1e-4, "betas": (0.5, 0.999)}
+
+    def __init__(self, dataset, config, device):
+        config = {**self.common, **config}
+        super().__init__(dataset, config, device)
+        w = config["width"]
+        self.nets = {"refiner": Refiner(w).to(device), "critic": TraceAixNet(w, n_out=1).to(device)}
+        b = tuple(config["betas"])
+        self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),
+                           "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
+
+    def fit(self, train, trainer, validation=None, target=None):
+        if target is None:
+            raise calobench.CalobenchError("airshower_refiner needs the target (data) training split")
+        c, dev = self.config, self.device
+        n = c.get("n_train")
+        S = to_net(torch.as_tensor((train.head(n) if n else train).array()))
+        T = to_net(torch.as_tensor((target.head(n) if n else target).array()))
+        R, D = self.nets["refiner"], self.nets["critic"]
+        for step in trainer.steps(self, int(c["steps"])):
+            for _ in range(c["n_critic"]):  # unpaired: independent draws from simulation and data
+                sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
+                data = T[torch.as_tensor(trainer.rng.integers(0, len(T), c["batch"]))].to(dev)
+                with torch.no_grad():
+                    refined = R(sim)
+                loss_d = D(refined).mean() - D(data).mean() + c["gp_lambda"] * gradient_penalty(D, data, refined)
+                self.optimizers["critic"].zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.optimizers["critic"].step()
+            sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
+            loss_r = -D(R(sim)).mean()
+            self.optimizers["refiner"].zero_grad(set_to_none=True)
+            loss_r.backward()
+            self.optimizers["refiner"].step()
+            trainer.log(critic=loss_d, refiner=loss_r)
+
+    @torch.no_grad()
+    def refine(self, showers):
+        R = self.nets["refiner"].eval()
+        u = to_net(torch.as_tensor(np.asarray(showers, np.float32), device=self.device))
+        return from_net(R(u)).cpu().numpy()

@@ -1,0 +1,143 @@
+"""Networks of Erdmann, Geiger, Glombitza, Schmidt (2018): pattern WGAN, trace refiner, AixNet.
+
+Signals span many decades (VEM), so every network works on u = log10(1 + S) / SCALE.
+Traces [B, 9, 9, 80] are processed per station along time with 1-D convolutions over
+[B * 81, C, 80] (the paper's 1 x 1 x 7 3-D convolutions, computed as what they are).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SCALE = 5.0
+
+
+def to_net(x: torch.Tensor) -> torch.Tensor:
+    return torch.log10(1 + x.clamp_min(0)) / SCALE
+
+
+def from_net(u: torch.Tensor) -> torch.Tensor:
+    return (10 ** (u.clamp_min(0) * SCALE) - 1).clamp_min(0)
+
+
+def lrelu():
+    return nn.LeakyReLU(0.2)
+
+
+# -- pattern WGAN (Tables 1-2) ---------------------------------------------------------
+class PatternGenerator(nn.Module):
+    """latent 80 (+ energy) -> dense 3x3x128 -> BN -> transposed conv (k3, s3) 9x9 -> BN -> 2 convs -> ReLU."""
+
+    def __init__(self, n_latent: int = 80, width: float = 1.0):
+        super().__init__()
+        c = max(8, int(128 * width))
+        self.c = c
+        self.dense = nn.Sequential(nn.Linear(n_latent + 1, 3 * 3 * c), nn.BatchNorm1d(3 * 3 * c), nn.ReLU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 2, 3, 3), nn.BatchNorm2d(c // 2), nn.ReLU(),
+            nn.Conv2d(c // 2, c // 2, 3, 1, 1), nn.BatchNorm2d(c // 2), nn.ReLU(),
+            nn.Conv2d(c // 2, 1, 3, 1, 1), nn.ReLU(),
+        )
+
+    def forward(self, z, energy):
+        h = self.dense(torch.cat([z, energy[:, None]], 1)).reshape(-1, self.c, 3, 3)
+        return self.up(h)[:, 0]  # [B, 9, 9] in log units
+
+
+class PatternCritic(nn.Module):
+    """3 convs with LeakyReLU, global max pooling, dropout, dense 1. No batch norm."""
+
+    def __init__(self, width: float = 1.0, dropout: float = 0.35):
+        super().__init__()
+        c = max(8, int(64 * width))
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 3, 1, 1), lrelu(), nn.Conv2d(c, 2 * c, 3, 1, 1), lrelu(),
+            nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+            nn.Linear(2 * c, 1),
+        )
+
+    def forward(self, u):
+        return self.net(u[:, None])
+
+
+class PatternAixNet(nn.Module):
+    """Energy regressor on 9x9 patterns (the WGAN's constrainer): log10 E."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        c = max(8, int(32 * width))
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 3, 1, 1), nn.ReLU(), nn.Conv2d(c, 2 * c, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(2 * c, 64), nn.ReLU(), nn.Linear(64, 1),
+        )
+
+    def forward(self, u):
+        return self.net(u[:, None])[:, 0]
+
+
+# -- trace networks ---------------------------------------------------------------------
+class StationTime(nn.Module):
+    """Applies a 1-D time network to every station: [B, 9, 9, T] -> [B, C, 9, 9, T']."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        B, X, Y, T = x.shape
+        h = self.net(x.reshape(B * X * Y, 1, T))
+        return h.reshape(B, X, Y, h.shape[1], h.shape[2]).permute(0, 3, 1, 2, 4)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c: int, k: int = 7):
+        super().__init__()
+        self.a = nn.Conv1d(c, c, k, padding=k // 2)
+        self.b = nn.Conv1d(c, c, k, padding=k // 2)
+
+    def forward(self, h):
+        return torch.relu(h + self.b(torch.relu(self.a(h))))
+
+
+class Refiner(nn.Module):
+    """Table 3: 1x1x7 convolutions over time, 4 residual blocks of 64 maps; output = input + residual."""
+
+    def __init__(self, width: float = 1.0, blocks: int = 4):
+        super().__init__()
+        c = max(8, int(64 * width))
+        self.net = nn.Sequential(nn.Conv1d(1, c, 7, padding=3), nn.ReLU(), *[ResidualBlock(c) for _ in range(blocks)],
+                                 nn.Conv1d(c, 1, 7, padding=3))
+
+    def forward(self, u):  # u [B, 9, 9, 80] in log units
+        B, X, Y, T = u.shape
+        flat = u.reshape(B * X * Y, 1, T)
+        return (flat + self.net(flat)).clamp_min(0).reshape(B, X, Y, T)
+
+
+class TraceAixNet(nn.Module):
+    """AixNet-like: per-station time convolutions (stride 2) compress each trace, then 2-D
+    convolutions over the array and a dense head. ``n_out`` 1: log10 E regressor; also the
+    refiner's critic (no batch norm, as WGAN-GP requires)."""
+
+    def __init__(self, width: float = 1.0, n_out: int = 1):
+        super().__init__()
+        c = max(8, int(32 * width))
+        self.time = StationTime(nn.Sequential(
+            nn.Conv1d(1, c // 2, 7, 2, 3), lrelu(), nn.Conv1d(c // 2, c, 7, 2, 3), lrelu(),
+            nn.Conv1d(c, c, 7, 2, 3), lrelu(), nn.AdaptiveAvgPool1d(1)))
+        self.array = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, 1, 1), lrelu(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * c, 64), lrelu(), nn.Linear(64, n_out))
+
+    def forward(self, u):
+        h = self.time(u)[..., 0]  # [B, C, 9, 9]
+        out = self.array(h)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+def gradient_penalty(critic, real, fake):
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
