@@ -51,7 +51,8 @@ def _fmt(v, u=None) -> str:
 
 def table(records: list) -> pd.DataFrame:
     """The leaderboard of one dataset as a DataFrame (floor row first)."""
-    metric_names = sorted({m for r in records for m in r["metrics"]})
+    # a metric that applies to no record of this dataset (n/a everywhere) gets no column
+    metric_names = sorted({m for r in records for m, e in r["metrics"].items() if e.get("status") != "n/a"})
     arrows = {}
     for r in records:
         for m, e in r["metrics"].items():

@@ -219,6 +219,8 @@ def run(opts: RunOptions) -> dict:
         raise CalobenchError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
     if not os.access(run_dir, os.W_OK):
         raise CalobenchError(f"run folder {run_dir} is not writable")
+    for stale in run_dir.glob(".*.tmp"):  # temp files of a run killed mid-write; the real files are intact
+        stale.unlink()
     write_json(run_dir / "config.json", {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset,
                                          "seed": opts.seed, "config": config})
 

@@ -96,8 +96,10 @@ def test_interrupt_then_resume_matches_uninterrupted(invoke):
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots")
     assert r.exit_code != 0 and "already exists" in r.output
+    (run_dir / ".checkpoint.pt.killed.tmp").write_bytes(b"half a checkpoint")  # as a SIGKILL mid-write leaves
     r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots", "--resume", "--set", "checkpoint_every_s=0")
     assert r.exit_code == 0, r.output
+    assert not list(run_dir.glob(".*.tmp"))
     resumed, full = record_of("cut"), record_of("full")
     assert resumed["train"]["resumed_from"] == 20
     assert strip(resumed)["metrics"] == strip(full)["metrics"]

@@ -41,3 +41,36 @@ def test_baseline_reproduces_cell_marginals():
     # per-cell means match; total-energy spread shrinks (no correlations): what a baseline should show
     np.testing.assert_allclose(gen.mean(0), data.showers.mean(0), rtol=0.1, atol=0.05)
     assert gen.sum((1, 2, 3)).std() < data.showers.sum((1, 2, 3)).std()
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+@pytest.mark.parametrize("kill_after", [0.8, 2.0, 4.0, 7.0])
+def test_sigkill_leaves_no_half_file_and_resume_finishes(tmp_path, kill_after):
+    """Kill -9 a run at some moment (data, training, samples, metrics or writing), then check that
+    every file that exists is whole and that --resume completes the run."""
+    import signal
+    import time
+
+    import h5py
+    import torch
+
+    env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache")}
+    cmd = [EXE, "run", "--model", "percell_baseline", "--dataset", "toy", "--preset", "smoke", "--quiet",
+           "--no-timing"]
+    p = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    for f in tmp_path.rglob("*"):
+        if not f.is_file() or f.name.endswith(".tmp"):
+            continue
+        if f.suffix == ".json":
+            json.loads(f.read_text())
+        elif f.suffix == ".h5":
+            with h5py.File(f) as h:
+                h["showers"][-1:]
+        elif f.suffix == ".pt":
+            torch.load(f, weights_only=True)
+    r = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs/toy__percell_baseline__smoke__seed0/record.json").exists()
