@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .data import H5Writer, ShowerData, cache_dir, read_hdf5
+from .data import ConcatArray, H5Writer, ShowerData, cache_dir, read_hdf5
 from .errors import CalobenchError, unknown
 
 USER_FILE_ENV = "CALOBENCH_DATASETS"
@@ -226,7 +226,11 @@ class Dataset:
 
 
 def concat(parts) -> ShowerData:
-    showers = np.concatenate([p.array() for p in parts])
+    """One ShowerData of several; lazily read parts stay on disk."""
+    if all(isinstance(p.showers, np.ndarray) for p in parts):
+        showers = np.concatenate([p.showers for p in parts])
+    else:
+        showers = ConcatArray([p.showers for p in parts])
     conds = {k: np.concatenate([p.conditions[k] for p in parts]) for k in parts[0].conditions}
     return ShowerData(showers, conds, parts[0].geometry)
 

@@ -144,6 +144,36 @@ class ShowerData:
                           dtype=np.float32)
 
 
+class ConcatArray:
+    """Several lazily read ``[n_i, *shape]`` arrays seen as one (a dataset split over many files).
+
+    Supports what :class:`ShowerData` asks of a lazy array: ``len``, ``shape``, ``[...]``,
+    step-1 slices and increasing integer indices."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]),) + tuple(self.parts[0].shape[1:])
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if index is Ellipsis:
+            index = slice(None)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("ConcatArray supports step-1 slices only")
+            index = np.arange(start, stop)
+        index = np.asarray(index, dtype=np.int64)
+        part = np.searchsorted(self.offsets, index, side="right") - 1
+        out = [np.asarray(self.parts[k][index[part == k] - self.offsets[k]], dtype=np.float32)
+               for k in np.unique(part)]
+        return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], np.float32)
+
+
 def cache_dir() -> Path:
     """Where simulated and downloaded datasets are cached (``CALOBENCH_CACHE`` overrides)."""
     env = os.environ.get(CACHE_ENV)

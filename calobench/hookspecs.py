@@ -22,7 +22,7 @@ def register_datasets(register):
 
 @hookspec
 def register_layouts(register):
-    """Register HDF5 file layouts: ``register(name, reader)``; ``reader(path, geometry) -> ShowerData``."""
+    """Register HDF5 file layouts: ``register(name, reader)``; ``reader(path) -> ShowerData`` (lazily read where it can)."""
 
 
 @hookspec

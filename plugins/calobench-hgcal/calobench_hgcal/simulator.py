@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammainc
 
-from calobench import Geometry, ShowerData, Simulator
+from calobench import Geometry, ShowerData, Simulator, gflash
 
 NX, NY = 12, 15
 CELL_CM = 1.0
@@ -36,7 +36,7 @@ LAYER_X0 = np.array([2.8, 4.6, 6.5, 8.5, 10.6, 13.3, 16.2])
 UPSTREAM_X0 = 0.27
 X0_CM, RM_CM, EC_GEV = 0.968, 2.3, 5.36e-3
 Z_ABS, Z_ACT, F_S = 82.0, 14.0, 1.0
-E_SAMPLING = 1.0 / (1.0 + 0.007 * (Z_ABS - Z_ACT))
+E_SAMPLING = gflash.sampling_e(Z_ABS, Z_ACT)
 MIP_PER_GEV = 60.0
 SAMPLING_C = 0.2
 NOISE_MIP, THRESHOLD_MIP = 0.25, 2.0
@@ -72,10 +72,7 @@ def longitudinal(E: np.ndarray, rng) -> tuple:
     s_T = 1.0 / (-2.506 + 1.245 * lny)
     s_a = 1.0 / (-0.0844 + 0.790 * lny)
     rho = 0.786 - 0.0232 * lny
-    z1, z2 = rng.standard_normal((2, len(E)))
-    lnT = np.log(mean_T) + s_T * (np.sqrt((1 + rho) / 2) * z1 + np.sqrt((1 - rho) / 2) * z2)
-    lna = np.log(mean_a) + s_a * (np.sqrt((1 + rho) / 2) * z1 - np.sqrt((1 - rho) / 2) * z2)
-    return np.maximum(np.exp(lnT), 1.0), np.maximum(np.exp(lna), 1.1)
+    return gflash.correlated_Ta(np.log(mean_T), np.log(mean_a), s_T, s_a, rho, rng)
 
 
 def layer_fractions(T: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -85,36 +82,13 @@ def layer_fractions(T: np.ndarray, a: np.ndarray) -> np.ndarray:
     return gammainc(a[:, None], b * hi) - gammainc(a[:, None], b * lo)
 
 
-def radial_params(E: np.ndarray, tau: np.ndarray) -> tuple:
-    """GFLASH R_C, R_T (in R_M) and core probability p, with sampling corrections; tau [n, 7]."""
-    lnE = np.log(E)[:, None]
-    Z, e, Fs = Z_ABS, E_SAMPLING, F_S
-    RC = 0.0251 + 0.00319 * lnE + (0.1162 - 0.000381 * Z) * tau
-    k1, k4 = 0.659 - 0.00309 * Z, 0.3585 + 0.0412 * lnE
-    RT = k1 * (np.exp(-2.59 * (tau - 0.645)) + np.exp(k4 * (tau - 0.645)))
-    p1, p2, p3 = 2.632 - 0.00094 * Z, 0.401 + 0.00187 * Z, 1.313 - 0.0686 * lnE
-    u = (p2 - tau) / p3
-    p = p1 * np.exp(u - np.exp(u))
-    RC = RC - 0.0203 * (1 - e) + 0.0397 * np.exp(-tau) / Fs
-    RT = RT - 0.14 * (1 - e) - 0.495 * np.exp(-tau) / Fs
-    p = p + (1 - e) * (0.348 - 0.642 * np.exp(-((tau - 1) ** 2)) / Fs)
-    return np.maximum(RC, 0.02), np.maximum(RT, 0.05), np.clip(p, 0.0, 1.0)
-
-
-def _G(a: np.ndarray, b: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """Rectangle integral [0, a] x [0, b]; a [n, X, 1, L] and b [n, 1, Y, L] broadcast, so the square
-    roots are taken on the small edge arrays and only the two arctangents are full size."""
-    sa, sb = np.sqrt(a * a + R * R), np.sqrt(b * b + R * R)
-    return ((a / sa) * np.arctan(b / sa) + (b / sb) * np.arctan(a / sb)) * (1 / (2 * np.pi))
-
-
 def cell_fractions(cx: np.ndarray, cy: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Exact fraction of a 2-D GFLASH component of radius R [n, L] (cm) in each cell: [n, 12, 15, L]."""
     xe = (np.arange(NX + 1) - NX / 2) * CELL_CM
     ye = (np.arange(NY + 1) - NY / 2) * CELL_CM
     a = (xe[None, :] - cx[:, None])[:, :, None, None].astype(np.float32)  # [n, 13, 1, 1]
     b = (ye[None, :] - cy[:, None])[:, None, :, None].astype(np.float32)  # [n, 1, 16, 1]
-    G = _G(a, b, R[:, None, None, :].astype(np.float32))  # [n, 13, 16, L]
+    G = gflash.rectangle_integral(a, b, R[:, None, None, :].astype(np.float32))  # [n, 13, 16, L]
     return G[:, 1:, 1:] - G[:, :-1, 1:] - G[:, 1:, :-1] + G[:, :-1, :-1]
 
 
@@ -129,7 +103,7 @@ def simulate_block(n: int, rng, energies=TRAIN_ENERGIES, energy_smear=0.01, spot
     g = rng.gamma(E / SAMPLING_C**2, SAMPLING_C**2 / E)
     mips = MIP_PER_GEV * E[:, None] * frac * g[:, None]  # [n, L]
     tau = (LAYER_X0[None, :] + UPSTREAM_X0) / T[:, None]
-    RC, RT, p = radial_params(E, tau)
+    RC, RT, p = gflash.radial_params(E[:, None], tau, Z_ABS, E_SAMPLING, F_S)
     # shower axis jitter (lateral start fluctuations), 1 mm
     cx = x0 + 0.1 * rng.standard_normal(n)
     cy = y0 + 0.1 * rng.standard_normal(n)

@@ -1,0 +1,241 @@
+"""The ``3dgan`` calobench model (Khattak, Vallecorsa, Carminati, Khan 2021).
+
+Conditional GAN on 51 x 51 x 25 images with E_p and theta. The discriminator has four
+heads: real/fake (BCE), E_p regression (MAPE) and two physics heads computed from the
+image, not learned: the measured angle (MAE) and the total deposited energy (MAPE), with
+the paper's loss weights 3, 0.1, 25, 0.1 in the order (real/fake, E_p, angle, sum).
+Cells enter the networks as (50 x E_cell / GeV)^0.85.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import calobench
+
+from .nets import LATENT, Discriminator, Generator
+from .physics import ecal_sum, measured_angle
+
+SHAPE = (51, 51, 25)
+LABELS = ("energy", "theta")
+
+
+def mape(pred, target):
+    """Keras' mean absolute percentage error (in per cent)."""
+    return 100 * (torch.abs(pred - target) / torch.clamp(torch.abs(target), min=1e-7)).mean()
+
+
+class ThreeDGAN(calobench.Model):
+    name = "3dgan"
+    task = "generate"
+    description = "3-D convolutional GAN conditioned on E_p and theta, with angle and energy-sum physics heads"
+    presets = {
+        "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
+                  "timing_batches": [1, 8], "sample_batch": 16},
+        # CPU, ~20 min: the central 25 x 25 x 25 cells (the first 3DGAN's image size, >= 98 % of the
+        # energy), half the channels, batch 8; selection by sampling-fraction error every 50 steps
+        "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 200, "n_train": 10000, "n_select": 128,
+                    "select_every": 50, "timing_batches": [1, 100]},
+        # the paper: full images, batch 64; 100-200 GeV first, then 2-500 GeV starting from those weights;
+        # the epoch whose generator has the lowest sampling-fraction error on the hold-out is kept
+        "paper": {"crop": None, "width": 1.0, "batch": 64, "stages": [{"energy": [100.0, 200.0], "epochs": 30},
+                                                                    {"energy": None, "epochs": 60}],
+                  "n_train": None, "n_select": 2000, "select_every": "epoch", "timing_batches": [1, 100, 10000]},
+    }
+    common = {"lr": 1e-3, "power": 0.85, "xscale": 50.0, "label_flip": 0.05, "loss_weights": [3.0, 0.1, 25.0, 0.1],
+              "generator_steps": 2, "dropout": 0.2, "sample_batch": 64, "apply_threshold": True}
+
+    @classmethod
+    def supports(cls, dataset):
+        if tuple(dataset.geometry.shape) != SHAPE or not set(LABELS) <= set(dataset.conditions):
+            return f"model '3dgan' needs 51x51x25 showers with conditions energy and theta; '{dataset.name}' has " \
+                   f"{'x'.join(map(str, dataset.geometry.shape))} and {', '.join(dataset.conditions) or 'none'}"
+        return None
+
+    def __init__(self, dataset, config, device):
+        config = {**self.common, **config}
+        super().__init__(dataset, config, device)
+        g = dataset.geometry
+        missing = [c for c in LABELS if c not in dataset.conditions]
+        if missing or tuple(g.shape) != SHAPE:
+            raise calobench.CalobenchError(f"3dgan needs 51x51x25 showers with conditions {', '.join(LABELS)}")
+        crop = config.get("crop")
+        if crop is not None and (not isinstance(crop, int) or crop < 9 or crop > 51 or crop % 2 == 0):
+            raise calobench.CalobenchError(f"3dgan: crop must be an odd number of cells in [9, 51] or null, got {crop!r}")
+        self.net_shape = (crop, crop, SHAPE[2]) if crop else SHAPE
+        w = config["width"]
+        self.nets = {"generator": Generator(w, self.net_shape),
+                     "discriminator": Discriminator(w, config["dropout"], self.net_shape)}
+        for net in self.nets.values():
+            net.to(device)
+        self.optimizers = {n: torch.optim.RMSprop(net.parameters(), lr=config["lr"]) for n, net in self.nets.items()}
+        self.threshold = float(g.threshold)
+        self.best = {"score": torch.tensor(float("inf")), "step": torch.tensor(-1)}
+        self.best_weights: dict = {}
+
+    # -- scales ----------------------------------------------------------------
+    def to_net(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.config["xscale"]) ** self.config["power"]
+
+    def from_net(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(u, min=0) ** (1 / self.config["power"]) / self.config["xscale"]
+
+    def crop(self, x: np.ndarray) -> np.ndarray:
+        c = self.net_shape[0]
+        lo = (SHAPE[0] - c) // 2
+        return x[:, lo:lo + c, lo:lo + c, :]
+
+    def uncrop(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.net_shape[0]
+        if c == SHAPE[0]:
+            return x
+        lo = (SHAPE[0] - c) // 2
+        return F.pad(x, (0, 0, lo, SHAPE[1] - c - lo, lo, SHAPE[0] - c - lo))
+
+    def latent(self, energy: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(len(energy), LATENT - 2, device=energy.device)
+        return torch.cat([energy[:, None] / 100, theta[:, None], noise], 1)
+
+    def _check_ranges(self, conditions):
+        if getattr(self, "_warned", False):
+            return
+        for c in LABELS:
+            lo, hi = self.dataset.conditions[c]
+            v = np.asarray(conditions[c])
+            if v.size and (v.min() < lo - 1e-6 or v.max() > hi + 1e-6):
+                warnings.warn(f"{c} outside the trained range [{lo:.3g}, {hi:.3g}]: got [{v.min():.3g}, {v.max():.3g}]; "
+                              "this is extrapolation", stacklevel=3)
+                self._warned = True
+
+    # -- training --------------------------------------------------------------
+    def _stages(self, energy: np.ndarray) -> list:
+        """[(indices of the training showers, number of steps)] per stage."""
+        c = self.config
+        if "stages" not in c:
+            return [(np.arange(len(energy)), int(c["steps"]))]
+        out = []
+        for st in c["stages"]:
+            rng = st.get("energy")
+            idx = np.arange(len(energy)) if rng is None else np.flatnonzero((energy >= rng[0]) & (energy <= rng[1]))
+            if len(idx) == 0:
+                raise calobench.CalobenchError(f"3dgan: no training shower in the stage energy range {rng}")
+            out.append((idx, max(1, math.ceil(st["epochs"] * len(idx) / c["batch"]))))
+        return out
+
+    def _prepare(self, data):
+        """Cropped network-scale images, labels, and the cropped (linear) energy sums, block by block."""
+        X, S = [], []
+        for block in data.chunks(256):
+            x = torch.as_tensor(np.ascontiguousarray(self.crop(block.array())))
+            S.append(x.sum((1, 2, 3)))
+            X.append(self.to_net(x))
+        E = torch.as_tensor(data.conditions["energy"])
+        TH = torch.as_tensor(data.conditions["theta"])
+        return torch.cat(X), E, TH, torch.cat(S)
+
+    def _sf_error(self, sel) -> float:
+        """Mean absolute relative error of the sampling fraction (sum/E_p) in 10 E_p bins: the
+        selection score (lower is better)."""
+        real_sum, E = sel.array().sum((1, 2, 3)), sel.conditions["energy"]
+        gen = self.sample(sel.conditions)
+        gen_sum = gen.sum((1, 2, 3))
+        edges = np.quantile(E, np.linspace(0, 1, 11))
+        b = np.clip(np.searchsorted(edges, E, side="right") - 1, 0, 9)
+        err = [abs(gen_sum[b == k].mean() / real_sum[b == k].mean() - 1) for k in range(10) if (b == k).any()]
+        return float(np.mean(err))
+
+    def fit(self, train, trainer, validation=None):
+        c, dev = self.config, self.device
+        data = train.head(c["n_train"]) if c.get("n_train") else train
+        X, E, TH, S = self._prepare(data)
+        sel = (validation if validation is not None else train).head(c["n_select"])
+        G, D = self.nets["generator"], self.nets["discriminator"]
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        w_bce, w_aux, w_ang, w_sum = c["loss_weights"]
+        stages = self._stages(E.numpy())
+        total = sum(n for _, n in stages)
+        bounds = np.cumsum([0] + [n for _, n in stages])
+        every = c["select_every"]
+        every = max(1, math.ceil(len(X) / c["batch"])) if every == "epoch" else int(every)
+        B = c["batch"]
+        for step in trainer.steps(self, total):
+            pool = stages[int(np.searchsorted(bounds, step, side="right") - 1)][0]
+            idx = torch.as_tensor(pool[trainer.rng.integers(0, len(pool), B)])
+            real, e, th, s_real = X[idx].to(dev), E[idx].to(dev), TH[idx].to(dev), S[idx].to(dev)
+            G.train(), D.train()
+            with torch.no_grad():
+                fake = G(self.latent(e, th))
+            # discriminator: the real batch, then a fake batch for the same conditions (labels flipped 5 %)
+            losses_d = []
+            for images, label in ((real, 1.0), (fake, 0.0)):
+                flip = torch.as_tensor(trainer.rng.random(B) < c["label_flip"], device=dev)
+                target = torch.where(flip, 1.0 - label, label).float()
+                logit, aux = D(images)
+                loss_d = w_bce * F.binary_cross_entropy_with_logits(logit, target) + w_aux * mape(aux, e / 100)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                losses_d.append(loss_d.detach())
+            # generator, twice: fool D, keep E_p, the angle and the energy sum of the conditions
+            for _ in range(c["generator_steps"]):
+                gen = G(self.latent(e, th))
+                logit, aux = D(gen)
+                lin = self.from_net(gen)
+                ang = measured_angle(lin)
+                ang = torch.where(torch.isnan(ang), torch.full_like(ang, math.pi / 2), ang)
+                l_bce = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+                l_aux, l_ang, l_sum = mape(aux, e / 100), (ang - th).abs().mean(), mape(ecal_sum(lin), s_real)
+                loss_g = w_bce * l_bce + w_aux * l_aux + w_ang * l_ang + w_sum * l_sum
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+            trainer.log(d_real=losses_d[0], d_fake=losses_d[1], generator=loss_g, angle_mae=l_ang, sum_mape=l_sum)
+            if (step + 1) % every == 0 or step + 1 == total:
+                score = self._sf_error(sel)
+                if score < float(self.best["score"]):
+                    self.best = {"score": torch.tensor(score), "step": torch.tensor(step + 1)}
+                    self.best_weights = {k: v.detach().clone() for k, v in G.state_dict().items()}
+        if self.best_weights:
+            G.load_state_dict(self.best_weights)
+
+    # -- generation ------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, conditions):
+        missing = [c for c in LABELS if c not in conditions]
+        if missing:
+            raise calobench.CalobenchError(f"3dgan needs conditions {', '.join(LABELS)}; missing {', '.join(missing)}")
+        self._check_ranges(conditions)
+        G = self.nets["generator"].eval()
+        e_all = torch.as_tensor(np.asarray(conditions["energy"], np.float32))
+        th_all = torch.as_tensor(np.asarray(conditions["theta"], np.float32))
+        out = []
+        for i in range(0, len(e_all), self.config["sample_batch"]):
+            e = e_all[i:i + self.config["sample_batch"]].to(self.device)
+            th = th_all[i:i + self.config["sample_batch"]].to(self.device)
+            x = self.uncrop(self.from_net(G(self.latent(e, th))))
+            if self.config["apply_threshold"]:
+                x = torch.where(x < self.threshold, torch.zeros_like(x), x)
+            out.append(x.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, *SHAPE), np.float32)
+
+    # -- state: the selected generator and its score travel with the weights ------
+    def state_dict(self):
+        return {**super().state_dict(), "best.score": self.best["score"].reshape(1),
+                "best.step": self.best["step"].reshape(1)}
+
+    def load_state_dict(self, state):
+        self.best = {"score": state["best.score"].reshape(()), "step": state["best.step"].reshape(())}
+        super().load_state_dict({k: v for k, v in state.items() if not k.startswith("best")})
+
+    def training_state(self):
+        st = super().training_state()
+        st["best_weights"] = {k: v.cpu() for k, v in self.best_weights.items()}
+        return st
+
+    def load_training_state(self, state):
+        super().load_training_state(state)
+        self.best_weights = {k: v.to(self.device) for k, v in state.get("best_weights", {}).items()}

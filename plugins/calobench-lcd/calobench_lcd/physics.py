@@ -1,0 +1,43 @@
+"""LCD observables shared by the 3DGAN's physics heads and the plots (torch, any device).
+
+Images are ``[N, X, Y, Z]`` cell energies (linear scale). Cell centres are at index + 0.5.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def ecal_sum(img: torch.Tensor) -> torch.Tensor:
+    return img.sum((1, 2, 3))
+
+
+def measured_angle(img: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """The 3DGAN angle measurement, in radians (NaN for an empty image).
+
+    Overall barycentre (x_ref, y_ref, z_ref); per-layer barycentres (x_mid, y_mid); per layer
+    m = (y_mid - y_ref) / sqrt((x_mid - x_ref)^2 + (z - z_ref)^2), sign flipped before z_ref;
+    layer angle pi/2 - atan(m); event angle: the z-weighted mean over non-empty layers."""
+    n, X, Y, Z = img.shape
+    dev, dt = img.device, img.dtype
+    xi = torch.arange(X, device=dev, dtype=dt) + 0.5
+    yi = torch.arange(Y, device=dev, dtype=dt) + 0.5
+    zi = torch.arange(Z, device=dev, dtype=dt) + 0.5
+    tot = img.sum((1, 2, 3))
+    safe_tot = torch.where(tot > 0, tot, torch.ones_like(tot))
+    x_ref = (img.sum((2, 3)) * xi).sum(1) / safe_tot
+    y_ref = (img.sum((1, 3)) * yi).sum(1) / safe_tot
+    z_ref = (img.sum((1, 2)) * zi).sum(1) / safe_tot
+    sumz = img.sum((1, 2))  # [n, Z]
+    safe_z = torch.where(sumz > 0, sumz, torch.ones_like(sumz))
+    x_mid = (img.sum(2) * xi[:, None]).sum(1) / safe_z
+    y_mid = (img.sum(1) * yi[:, None]).sum(1) / safe_z
+    zproj = torch.sqrt(torch.clamp((x_mid - x_ref[:, None]) ** 2 + (zi - z_ref[:, None]) ** 2, min=eps))
+    m = (y_mid - y_ref[:, None]) / zproj
+    m = torch.where(zi < z_ref[:, None], -m, m)
+    ang = math.pi / 2 - torch.atan(m)
+    w = zi * (sumz > 0)
+    wsum = w.sum(1)
+    out = (ang * w).sum(1) / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+    return torch.where(tot > 0, out, torch.full_like(out, float("nan")))
