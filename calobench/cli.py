@@ -133,12 +133,20 @@ def _kv(pairs):
 @click.option("--no-timing", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(1),
+              help="Train with N processes (DistributedDataParallel; or start under torchrun).")
 @click.pass_context
 def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_leaderboard, no_plots, no_timing,
-        quiet, overrides):
+        quiet, overrides, nproc):
     """Train MODEL on DATASET, sample, score, record, update the leaderboard."""
     from .runner import RunOptions
     from .runner import run as do_run
+
+    if nproc > 1:
+        from .distributed import launched
+
+        if not launched():
+            sys.exit(_launch(nproc))
 
     _plugins()
     opts = RunOptions(model=model, dataset=dataset, preset=preset, seed=seed, device=device,
@@ -148,6 +156,8 @@ def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_
                       datasets_files=ctx.obj["datasets_files"], overrides=_kv(overrides),
                       log=lambda s: click.echo(s, err=True))
     record = do_run(opts)
+    if "rank" in record:  # a worker of a multi-process run: rank 0 reports
+        return
     _print_results(record)
     click.echo(f"run folder:  {record['run_dir']}")
     click.echo(f"record:      {Path(record['run_dir']) / 'record.json'}")
@@ -155,6 +165,66 @@ def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_
         click.echo(f"plots:       {Path(record['plots'][0]).parent}/ ({len(record['plots'])} files)")
     for p in record.get("leaderboard", []):
         click.echo(f"leaderboard: {p}")
+
+
+def _argv_without_nproc(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch(nproc: int) -> int:
+    """Start ``nproc`` copies of this command as the ranks of one process group on this machine;
+    rank 0 talks to the terminal. When one rank fails the others are stopped, and its first
+    error line is shown."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "calobench", *_argv_without_nproc(sys.argv[1:])]
+    procs, logs = [], []
+    for r in range(nproc):
+        env = {**os.environ, "WORLD_SIZE": str(nproc), "RANK": str(r), "LOCAL_RANK": str(r),
+               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        log = None if r == 0 else tempfile.TemporaryFile(mode="w+")
+        logs.append(log)
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL if r else None, stderr=log))
+    bad = None  # the first rank seen failing
+    try:
+        while any(p.poll() is None for p in procs):
+            if bad is None:
+                bad = next((r for r, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+                if bad is not None:
+                    time.sleep(1.0)  # the others may be finishing their own error; then stop them
+                    for p in procs:
+                        if p.poll() is None:
+                            p.terminate()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    codes = [p.wait() for p in procs]
+    if bad is None:
+        bad = next((r for r, c in enumerate(codes) if c), None)
+    if bad is None:
+        return 0
+    if bad != 0:  # rank 0 prints its own errors
+        logs[bad].seek(0)
+        lines = [ln for ln in logs[bad].read().splitlines() if ln.startswith("error:")]
+        click.echo(f"error: process {bad} of {nproc} failed" + (f": {lines[0][7:]}" if lines else ""), err=True)
+    return codes[bad] if codes[bad] > 0 else 1
 
 
 def _print_results(record):

@@ -54,6 +54,8 @@ class Model:
     datasets: tuple = ()  # supported dataset names; empty: any dataset with a suitable geometry
     presets: dict = {"smoke": {}, "default": {}, "paper": {}}
     description: str = ""
+    distributed: bool = False  # True: fit() follows calobench.distributed's conventions (multi-process runs)
+    dataset_views: dict = {}  # {dataset asked for: the dataset (a view of it) the model works on}
 
     def __init__(self, dataset: DatasetInfo, config: dict, device: torch.device):
         self.dataset, self.config, self.device = dataset, dict(config), device
@@ -141,27 +143,49 @@ class Trainer:
         self.resumed_from = 0
         self.wall_s = 0.0
         self._pending: dict = {}
+        self._first_bad: dict = {}
 
     def log(self, **losses) -> None:
-        """Record this step's losses; a NaN/inf loss stops the run with a clear error."""
-        for k, v in losses.items():
-            v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-            if not math.isfinite(v):
+        """Note this step's losses. They are read (a host sync; averaged over processes in a
+        distributed run) every ``log_every`` steps and before every checkpoint; a NaN/inf loss
+        then stops the run with a clear error, before anything non-finite is saved."""
+        self._pending = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
+        for k, v in self._pending.items():  # first non-finite step per loss, tracked on the device: no sync
+            if isinstance(v, torch.Tensor):
+                fb = self._first_bad.get(k)
+                if fb is None:
+                    fb = torch.full((), -1, dtype=torch.long, device=v.device)
+                self._first_bad[k] = torch.where(~torch.isfinite(v).all() & (fb < 0), self.step, fb)
+            elif not math.isfinite(float(v)) and self._first_bad.get(k, -1) < 0:
+                self._first_bad[k] = self.step
+
+    def _read_pending(self) -> dict:
+        from . import distributed
+
+        out = {}
+        for k, v in self._pending.items():
+            v = float(distributed.mean(v)) if isinstance(v, torch.Tensor) else float(v)
+            first = int(self._first_bad.get(k, -1))
+            if not math.isfinite(v) or first >= 0:
                 raise CalobenchError(
-                    f"loss '{k}' became {v} at step {self.step}; stopped (last checkpoint: step {self.last_checkpoint_step})"
+                    f"loss '{k}' became non-finite at step {first if first >= 0 else self.step}; stopped "
+                    f"(last checkpoint: step {self.last_checkpoint_step})"
                 )
-            self._pending[k] = v
+            out[k] = v
+        return out
 
     def steps(self, model: Model, total: int):
         """Yield the step indices still to do, checkpointing as it goes."""
         from tqdm.auto import tqdm
 
+        from . import distributed
+
         start = 0
         if self.resume and self.checkpoint is not None and self.checkpoint.exists():
             start = self._load(model)
             self.resumed_from = start
-        bar = tqdm(total=total, initial=start, desc=self.desc, unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=total, initial=start, desc=self.desc, unit="step",
+                   disable=not self.progress or not distributed.is_main(), dynamic_ncols=True)
         last_save = time.monotonic()
         t0 = time.perf_counter()
         try:
@@ -169,12 +193,17 @@ class Trainer:
                 self.step = step
                 self._pending = {}
                 yield step
-                if self._pending and (step % self.log_every == 0 or step == total - 1):
-                    self.history.append({"step": step, **self._pending})
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(self._pending.items())[:3]})
-                bar.update(1)
                 done = step + 1
-                if done == total or time.monotonic() - last_save > self.checkpoint_every:
+                save = done == total or time.monotonic() - last_save > self.checkpoint_every
+                if distributed.world_size() > 1:  # every rank takes the same decision as rank 0
+                    save = distributed.broadcast_flag(save)
+                if self._pending and (step % self.log_every == 0 or step == total - 1 or save):
+                    losses = self._read_pending()
+                    if step % self.log_every == 0 or step == total - 1:
+                        self.history.append({"step": step, **losses})
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
+                bar.update(1)
+                if save:
                     self.wall_s += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self._save(model, done)
@@ -184,7 +213,12 @@ class Trainer:
         self.step = total
 
     def _save(self, model: Model, step: int) -> None:
+        from . import distributed
+
         if self.checkpoint is None:
+            return
+        if not distributed.is_main():  # the states are identical on every rank: rank 0 writes them
+            self.last_checkpoint_step = step
             return
         state = {
             "step": step,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .catalog import Catalog, Dataset
 from .data import ShowerData, read_hdf5, write_hdf5
 from .errors import CalobenchError
@@ -191,14 +191,28 @@ def _device_label(device: torch.device) -> str:
 
 # -- the run -----------------------------------------------------------------
 def run(opts: RunOptions) -> dict:
-    log = opts.log
+    log = opts.log if os.environ.get("RANK", "0") == "0" else (lambda s: None)
     plugins = get_plugins()
     reg = plugins.registry
     catalog = Catalog(reg, opts.datasets_files)
     model_cls = reg.get("model", opts.model)
-    ds = catalog.get(opts.dataset)
+    ds_name = model_cls.dataset_views.get(opts.dataset, opts.dataset)
+    ds = catalog.get(ds_name)
+    if ds_name != opts.dataset:
+        log(f"data: {model_cls.name} works on '{ds_name}', a view of '{opts.dataset}' ({ds.entry['description']})")
     metrics = select_metrics(reg, opts.metrics)
     device = resolve_device(opts.device)
+    if distributed.launched() and not model_cls.distributed:
+        raise CalobenchError(f"model '{model_cls.name}' does not support multi-process training")
+    device = distributed.init(device)
+    try:
+        return _run(opts, plugins, catalog, model_cls, ds, metrics, device)
+    finally:
+        distributed.shutdown()
+
+
+def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
+    log = opts.log if distributed.is_main() else (lambda s: None)
     info = dataset_info(ds)
     reason = model_cls.supports(info)
     if reason:
@@ -213,6 +227,9 @@ def run(opts: RunOptions) -> dict:
     run_dir = Path(opts.out) / f"{ds.name}__{model_cls.name}__{opts.preset}__seed{opts.seed}"
     if run_dir.exists() and any(run_dir.iterdir()) and not opts.resume:
         raise CalobenchError(f"{run_dir} already exists; pass --resume to continue it or --out to start elsewhere")
+    distributed.barrier()  # every rank has checked before rank 0 creates anything
+    if not distributed.is_main():
+        return _worker(opts, catalog, model_cls, ds, info, config, device, target_ds, run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -234,14 +251,19 @@ def run(opts: RunOptions) -> dict:
         target_ds.prepare(progress=opts.progress)
         target_train = target_ds.load("train")
 
-    _seed_everything(opts.seed)
+    _seed_everything(opts.seed)  # the same on every rank: they draw the same global batches
+    world = distributed.world_size()
     model = model_cls(info, config, device)
     trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed,
                       progress=opts.progress, checkpoint_every=float(config.get("checkpoint_every_s", 120)),
+                      log_every=int(config.get("log_every", 10)),
                       desc=f"training {model_cls.name}")
     log(f"model: {model_cls.name} ({opts.preset}), {model.n_parameters():,} parameters, device {device}")
     fit_kwargs = {"target": target_train} if target_train is not None else {}
+    distributed.barrier()  # the data are prepared (by this rank) before the others read them
     model.fit(train, trainer, validation, **fit_kwargs)
+    distributed.barrier()
+    distributed.shutdown()  # what follows is rank 0's alone
     model.save(run_dir / "model.safetensors")
 
     # samples for the test split (and any extra evaluation splits)
@@ -292,6 +314,7 @@ def run(opts: RunOptions) -> dict:
         "environment": environment(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "train": {"steps": trainer.step, "resumed_from": trainer.resumed_from, "wall_s": round(trainer.wall_s, 3),
+                  "processes": world,
                   "n_train": len(train), "history": trainer.history},
         "generation": {"device": _device_label(device), "n_parameters": model.n_parameters(),
                        "showers_per_s": throughput, "wall_s": round(gen_wall, 3)},
@@ -310,6 +333,22 @@ def run(opts: RunOptions) -> dict:
 
         record["leaderboard"] = [str(p) for p in add_record(opts.leaderboard, record)]
     return record
+
+
+def _worker(opts, catalog, model_cls, ds, info, config, device, target_ds, run_dir) -> dict:
+    """Ranks > 0 of a distributed run: wait for rank 0's data, train their shard, write nothing."""
+    distributed.barrier()  # rank 0 prepares the data and the run folder
+    train = ds.load("train")
+    validation = ds.load("validation") if "validation" in ds.splits else None
+    kwargs = {"target": target_ds.load("train")} if target_ds is not None else {}
+    _seed_everything(opts.seed)
+    model = model_cls(info, config, device)
+    trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed, progress=False,
+                      checkpoint_every=float(config.get("checkpoint_every_s", 120)),
+                      log_every=int(config.get("log_every", 10)))
+    model.fit(train, trainer, validation, **kwargs)
+    distributed.barrier()
+    return {"rank": distributed.rank()}
 
 
 def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str | None = None,

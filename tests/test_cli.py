@@ -108,7 +108,7 @@ def test_interrupt_then_resume_matches_uninterrupted(invoke):
 def test_nan_loss_is_a_clear_error(invoke):
     r = invoke(*RUN, "--set", "nan_at=5")
     assert r.exit_code == 1
-    assert r.output.strip().splitlines()[-1].startswith("error: loss 'mse' became nan at step 5")
+    assert r.output.strip().splitlines()[-1].startswith("error: loss 'mse' became non-finite at step 5")
 
 
 def test_nan_samples_refused(invoke):

@@ -66,3 +66,22 @@ def test_failed_write_leaves_no_file(tmp_path):
             w.append(d.head(10))
             raise Boom
     assert list(tmp_path.iterdir()) == []
+
+
+def test_multi_file_split_stays_lazy(tmp_path):
+    from calobench.catalog import concat
+    from calobench.data import ConcatArray
+
+    a, b = make(30, 1), make(20, 2)
+    write_hdf5(tmp_path / "a.h5", a)
+    write_hdf5(tmp_path / "b.h5", b)
+    both = concat([read_hdf5(tmp_path / "a.h5"), read_hdf5(tmp_path / "b.h5")])
+    assert isinstance(both.showers, ConcatArray) and len(both) == 50
+    full = np.concatenate([a.showers, b.showers])
+    np.testing.assert_array_equal(both.array(), full)
+    idx = np.array([45, 2, 29, 30, 2])
+    np.testing.assert_array_equal(both.take(idx).showers, full[idx])
+    np.testing.assert_array_equal(both.take(slice(25, 35)).showers, full[25:35])
+    np.testing.assert_array_equal([c.showers.shape[0] for c in both.chunks(16)], [16, 16, 16, 2])
+    np.testing.assert_array_equal(both.conditions["energy"], np.concatenate([a.conditions["energy"],
+                                                                              b.conditions["energy"]]))

@@ -17,6 +17,7 @@ class AirshowerWGAN(calobench.Model):
     name = "airshower_wgan"
     task = "generate"
     datasets = ("airshower_pattern",)
+    dataset_views = {"airshower": "airshower_pattern"}  # the paper's WGAN makes time-integrated patterns
     description = "WGAN-GP for 9x9 signal patterns, energy-constrained by an AixNet"
     presets = {
         "smoke": {"width": 0.25, "batch": 32, "n_critic": 2, "steps": 5, "constrainer_epochs": 1, "n_train": 1000,

@@ -9,7 +9,7 @@ import torch
 
 import calobench
 
-from .wgan import N_LATENT, Constrainer, Critic, Generator, gradient_penalty
+from .wgan import N_LATENT, Constrainer, Critic, Generator
 
 LABELS = ("energy", "impact_x", "impact_y")
 # label normalisation and the physical units of the auxiliary loss (GeV, mm)
@@ -22,6 +22,7 @@ class HGCALWGAN(calobench.Model):
     task = "generate"
     datasets = ("hgcal",)
     description = "WGAN-GP, 7 generator towers, label-aware critic, energy + position constrainers"
+    distributed = True
     presets = {
         # seconds: for tests
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
@@ -107,6 +108,11 @@ class HGCALWGAN(calobench.Model):
         return self.config["lr"] * 0.1 ** sum(step >= d for d in drops)
 
     def fit(self, train, trainer, validation=None):
+        """Multi-process safe (``calobench.distributed``): every rank draws the same global batch and
+        noise and trains on its slice; the critic sees real, fake and interpolated showers in one
+        forward pass, so its loss, gradient penalty included, is one backward through DDP."""
+        from calobench import distributed as dist
+
         c, dev = self.config, self.device
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
         X = torch.as_tensor(data.array())
@@ -116,9 +122,11 @@ class HGCALWGAN(calobench.Model):
         L = self._labels(data.conditions)
         G, D = self.nets["generator"], self.nets["critic"]
         AE, AP = self.nets["energy_constrainer"], self.nets["position_constrainer"]
+        Gw, Dw, AEw, APw = (dist.wrap(n, dev) for n in (G, D, AE, AP))  # DDP when world > 1
         opt_g, opt_d, opt_a = self.optimizers["generator"], self.optimizers["critic"], self.optimizers["constrainers"]
         units = AUX_UNITS.to(dev)
         total = self.total_steps(len(X))
+        B = c["batch"]
         for step in trainer.steps(self, total):
             lr = self._lr_at(step, total)
             for opt in (opt_g, opt_d, opt_a):
@@ -126,26 +134,32 @@ class HGCALWGAN(calobench.Model):
                     group["lr"] = lr
             AE.train(), AP.train()
             for k in range(c["n_critic"]):
-                idx = torch.as_tensor(trainer.rng.integers(0, len(X), c["batch"]))
+                idx = dist.shard(torch.as_tensor(trainer.rng.integers(0, len(X), B)))
                 real, lab = X[idx].to(dev, non_blocking=True), L[idx].to(dev, non_blocking=True)
-                z = torch.rand(len(idx), N_LATENT, device=dev) * 2 - 1
+                z = dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev)
+                eps = dist.shard(torch.rand(B, 1, 1, 1)).to(dev)
                 with torch.no_grad():
-                    fake = G(z, lab)
-                d_real, d_fake = D(real, lab).mean(), D(fake, lab).mean()
-                loss_d = d_fake - d_real + c["gp_lambda"] * gradient_penalty(D, real, fake, lab)
+                    fake = Gw(z, lab)
+                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                out = Dw(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]))
+                d_real, d_fake, d_hat = out.split(len(real))
+                grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
+                gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+                d_real, d_fake = d_real.mean(), d_fake.mean()
+                loss_d = d_fake - d_real + c["gp_lambda"] * gp
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
                 if c["constrainer_each_critic_step"] or k == c["n_critic"] - 1:
-                    loss_a = ((AE(real)[:, 0] - lab[:, 0]) ** 2).mean() + ((AP(real) - lab[:, 1:]) ** 2).mean()
+                    loss_a = ((AEw(real)[:, 0] - lab[:, 0]) ** 2).mean() + ((APw(real) - lab[:, 1:]) ** 2).mean()
                     opt_a.zero_grad(set_to_none=True)
                     loss_a.backward()
                     opt_a.step()
-            # generator step: constrainers frozen (eval mode, no optimiser step)
+            # generator step: critic and constrainers frozen (plain modules: no gradient exchange for them)
             AE.eval(), AP.eval()
-            idx = torch.as_tensor(trainer.rng.integers(0, len(X), c["batch"]))
+            idx = dist.shard(torch.as_tensor(trainer.rng.integers(0, len(X), B)))
             lab = L[idx].to(dev)
-            fake = G(torch.rand(len(idx), N_LATENT, device=dev) * 2 - 1, lab)
+            fake = Gw(dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev), lab)
             pred = torch.cat([AE(fake), AP(fake)], 1)
             aux = (torch.abs(pred - lab) * units).mean(0).sum()  # |L_real - L_fake| in GeV and mm
             loss_g = -D(fake, lab).mean() + c["kappa"] * aux

@@ -123,11 +123,3 @@ class Constrainer(nn.Module):
 
     def forward(self, x):
         return self.net(x[:, None])
-
-
-def gradient_penalty(critic, real, fake, labels):
-    """WGAN-GP: (||grad_x D(x_hat)|| - 1)^2 on random interpolates."""
-    eps = torch.rand(len(real), 1, 1, 1, device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat, labels).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

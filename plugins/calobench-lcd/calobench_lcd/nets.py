@@ -86,12 +86,13 @@ class Discriminator(nn.Module):
         cin = 1
         for cout, k, pad, bn in DISCRIMINATOR:
             cout = _ch(cout, width)
-            if pad == "same":
-                conv = nn.Conv3d(cin, cout, k, padding="same")
-            else:
-                if any(pad):
-                    layers.append(_pad(pad))
-                conv = nn.Conv3d(cin, cout, k)
+            if pad == "same":  # Keras/TF 'same': the extra cell of an even kernel goes after
+                lo = [(n - 1) // 2 for n in k]
+                hi = [n - 1 - m for n, m in zip(k, lo)]
+                layers.append(nn.ConstantPad3d((lo[2], hi[2], lo[1], hi[1], lo[0], hi[0]), 0.0))
+            elif any(pad):
+                layers.append(_pad(pad))
+            conv = nn.Conv3d(cin, cout, k)
             layers += [conv, nn.LeakyReLU(0.3)]  # Keras' LeakyReLU default slope
             if bn:
                 layers.append(nn.BatchNorm3d(cout, eps=BN_EPS))

@@ -1,0 +1,264 @@
+"""Generation and training speed of every installed model, against its physics simulator.
+
+    python benchmarks/speed.py [--models hgcal_wgan,3dgan] [--device auto|cpu|cuda]
+                               [--batches 1,100,10000] [--budget 60] [--out leaderboard/speed.md]
+
+Generation (the CaloChallenge protocol): per batch size one warm-up call, then the median
+of 10 timed calls (fewer when 10 would exceed --budget seconds; a batch whose estimated
+call time alone exceeds the budget is reported as "> budget", not run). The dataset's
+parametric simulator is timed the same way, so the speed-up is measured side by side.
+Each model runs in its own process (so "peak MiB" is that model's peak resident memory on
+CPU, or peak allocated device memory on GPU). FLOPs per shower come from torch's flop
+counter; the device's peak is measured in the same run with a large float32 matmul, and
+every throughput is also given as a fraction of it.
+
+Training: seconds per training step of the default preset (one warm-up step, then the
+mean of --train-steps steps on a small simulated training set), showers seen per second,
+and the paper preset's projected wall time on this device where the model states its
+number of steps.
+
+Weights are untrained: speed does not depend on them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRAIN_N = 512
+
+
+def peak_flops(device: torch.device, n: int | None = None, reps: int = 5) -> float:
+    """float32 FLOP/s of an n x n matmul, median of ``reps``."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / float(np.median(times))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, batch: int, budget: float, reps: int = 10, device=None):
+    """(showers/s, reps done) or (None, estimated seconds per call) when one call would bust the budget."""
+    t0 = time.perf_counter()
+    fn()  # warm-up
+    _sync(device)
+    warm = time.perf_counter() - t0
+    if warm > budget:
+        return None, warm
+    times = []
+    while len(times) < reps and (sum(times) + warm < budget or len(times) < 3):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return batch / float(np.median(times)), len(times)
+
+
+def one_model(name: str, device_name: str, batches: list, budget: float, train_steps: int) -> dict:
+    """Everything measured for one model, in this process."""
+    from calobench.catalog import Catalog
+    from calobench.plugins import get_plugins
+    from calobench.runner import dataset_info, resolve_device
+
+    device = resolve_device(device_name)
+    reg = get_plugins().registry
+    cls = reg.get("model", name)
+    catalog = Catalog(reg)
+    ds_name = next((d for d in cls.datasets), None) or {"3dgan": "lcd", "percell_baseline": "toy"}.get(name)
+    ds = catalog.get(ds_name)
+    info = dataset_info(ds)
+    sim = ds.simulator  # for a refiner, the dataset is its source: the simulator makes its input
+    rng = np.random.default_rng(0)
+    pool = sim.simulate(min(max(batches), 2000), rng, **ds.entry["params"])
+    out = {"model": name, "dataset": ds.name, "task": cls.task, "device": _device_label(device), "gen": {},
+           "sim": {}, "train": {}}
+
+    # generation
+    torch.manual_seed(0)
+    model = cls(info, cls.config_for("default"), device)
+    out["parameters"] = model.n_parameters()
+    flops = _flops_per_shower(model, pool)
+    out["gflop_per_shower"] = flops / 1e9 if flops else None
+    per_shower = None
+    for b in batches:
+        block = pool.take(np.arange(b) % len(pool))
+        kw = {"showers": block.array()} if cls.task == "refine" else {"conditions": block.conditions}
+        if per_shower is not None and per_shower * b > budget:
+            out["gen"][str(b)] = {"showers_per_s": None, "estimated_call_s": per_shower * b}
+            continue
+        rate, n = _timed(lambda: model.generate_batch(**kw), b, budget, device=device)
+        out["gen"][str(b)] = {"showers_per_s": rate, "reps": n} if rate else {"showers_per_s": None,
+                                                                              "estimated_call_s": n}
+        if rate:
+            per_shower = 1 / rate
+    for b in batches:
+        rate, _ = _timed(lambda: sim.simulate(b, np.random.default_rng(1), **ds.entry["params"]), b, budget)
+        out["sim"][str(b)] = rate
+    # training, default and paper presets
+    small = pool.head(min(TRAIN_N, len(pool)))
+    kw = {}
+    if cls.task == "refine":
+        tgt = catalog.get(ds.counterpart)
+        kw["target"] = tgt.simulator.simulate(len(small), np.random.default_rng(2), **tgt.entry["params"])
+    for preset in ("default", "paper"):
+        out["train"][preset] = _train_speed(cls, info, preset, small, kw, device, train_steps, budget)
+    paper = cls.config_for("paper")
+    n_paper = paper.get("n_train") or ds.entry["splits"]["train"].get("n")
+    steps = None
+    if hasattr(cls, "total_steps"):
+        steps = cls(info, paper, torch.device("cpu")).total_steps(n_paper)
+    elif "steps" in paper:
+        steps = int(paper["steps"])
+    out["train"]["paper_steps"] = steps
+    out["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _train_speed(cls, info, preset, small, kw, device, steps, budget) -> dict:
+    """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference."""
+    from calobench.model import Trainer
+
+    cfg = cls.config_for(preset)
+    times = []
+    for n in (1, 1 + steps):
+        over = {"steps": n, "n_train": len(small), "epochs": None, "stages": None}
+        over = {k: v for k, v in over.items() if k in cfg or k in ("steps", "n_train")}
+        if "stages" in over:
+            del over["stages"]
+            over["stages"] = [{"energy": None, "epochs": n * cfg["batch"] / len(small)}]
+        if "select_every" in cfg:
+            over.update(select_every=10**9, n_select=8)
+        torch.manual_seed(0)
+        m = cls(info, {**cfg, **over}, device)
+        t0 = time.perf_counter()
+        m.fit(small, Trainer(progress=False), small, **kw)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        if times[0] > budget:
+            return {"s_per_step": None, "first_step_s": times[0]}
+    s = max((times[1] - times[0]) / steps, 1e-9)
+    seen = cfg.get("batch", 1) * (cfg.get("n_critic", 0) + 1)
+    return {"s_per_step": s, "showers_seen_per_s": seen / s}
+
+
+def _flops_per_shower(model, pool) -> float | None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    block = pool.take(np.arange(4))
+    kw = {"showers": block.array()} if model.task == "refine" else {"conditions": block.conditions}
+    try:
+        with FlopCounterMode(display=False) as fc:
+            model.generate_batch(**kw)
+        return fc.get_total_flops() / 4 or None
+    except Exception:
+        return None
+
+
+def _device_label(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()} ({platform.processor() or platform.machine()})"
+
+
+def _fmt(x, digits=3):
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.{digits}g}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=None, help="comma-separated (default: all installed)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batches", default="1,100,10000")
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds per (model, batch) measurement")
+    ap.add_argument("--train-steps", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("leaderboard/speed.md"))
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.one:
+        print(json.dumps(one_model(args.one, args.device, batches, args.budget, args.train_steps)))
+        return
+    from calobench.plugins import get_plugins
+    from calobench.runner import resolve_device
+
+    names = args.models.split(",") if args.models else sorted(get_plugins().registry.models)
+    device = resolve_device(args.device)
+    peak = peak_flops(device)
+    print(f"device: {_device_label(device)}; float32 matmul peak {peak / 1e9:,.0f} GFLOP/s")
+    rows = []
+    for name in names:
+        r = subprocess.run([sys.executable, __file__, "--one", name, "--device", args.device, "--batches",
+                            args.batches, "--budget", str(args.budget), "--train-steps", str(args.train_steps)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"{name}: failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+            continue
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        print(f"{name}: done")
+    import pandas as pd
+
+    table = []
+    for r in rows:
+        g = r["gflop_per_shower"]
+        row = {"model": r["model"], "dataset": r["dataset"], "parameters": f"{r['parameters']:,}",
+               "GFLOP/shower": _fmt(g)}
+        for b in batches:
+            gen = r["gen"][str(b)]
+            rate = gen["showers_per_s"]
+            row[f"showers/s @{b}"] = _fmt(rate) if rate else f"> budget (~{gen['estimated_call_s']:.0f} s/call)"
+            row[f"sim showers/s @{b}"] = _fmt(r["sim"][str(b)])
+        best = max((v["showers_per_s"] or 0) for v in r["gen"].values())
+        row["% of peak"] = f"{100 * g * 1e9 * best / peak:.1f}" if g and best else "-"
+        row["peak MiB"] = f"{r['peak_mib']:,.0f}"
+        for preset in ("default", "paper"):
+            t = r["train"][preset]
+            row[f"train s/step ({preset})"] = _fmt(t["s_per_step"]) if t["s_per_step"] else \
+                f"> budget ({t['first_step_s']:.0f} s)"
+        tp, steps = r["train"]["paper"], r["train"]["paper_steps"]
+        row["paper preset, projected h"] = _fmt(tp["s_per_step"] * steps / 3600) if tp["s_per_step"] and steps else "-"
+        table.append(row)
+    df = pd.DataFrame(table)
+    print()
+    print(df.to_string(index=False))
+    import calobench
+
+    header = (f"# Speed\n\nGenerated by `python benchmarks/speed.py` on {dt.date.today().isoformat()}: "
+              f"{_device_label(device)}, torch {torch.__version__}, calobench {calobench.__version__}, "
+              f"python {platform.python_version()}. float32 matmul peak {peak / 1e9:,.0f} GFLOP/s.\n\n"
+              "showers/s: median of up to 10 calls after a warm-up; `sim`: the dataset's parametric simulator "
+              "(numpy) on the same machine; % of peak: FLOPs per shower x best showers/s / matmul peak; "
+              "train: default preset, untrained weights.\n\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from calobench.io import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(header + df.to_markdown(index=False) + "\n")
+    print(f"\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""LCD plugin: simulator physics, the angle measurement, the 3DGAN file layout, the 3DGAN, a smoke run."""
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import calobench
+from calobench.catalog import Catalog
+from calobench.plugins import get_plugins
+from calobench_lcd.layout import read_3dgan
+from calobench_lcd.model import ThreeDGAN
+from calobench_lcd.nets import Discriminator, Generator
+from calobench_lcd.physics import measured_angle
+from calobench_lcd.simulator import THRESHOLD_GEV, LCDSimulator
+
+SIM = LCDSimulator()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return SIM.simulate(384, np.random.default_rng(11))
+
+
+def test_deterministic_and_shaped(sample):
+    again = SIM.simulate(384, np.random.default_rng(11))
+    np.testing.assert_array_equal(sample.showers, again.showers)
+    assert sample.showers.shape == (384, 51, 51, 25) and sample.showers.dtype == np.float32
+    e, th = sample.conditions["energy"], sample.conditions["theta"]
+    assert 2 <= e.min() and e.max() <= 500 and np.radians(60) <= th.min() and th.max() <= np.radians(120)
+
+
+def test_sampling_fraction_sparsity_dynamic_range(sample):
+    x, e = sample.showers, sample.conditions["energy"]
+    sf = x.sum((1, 2, 3)) / e
+    assert 0.015 < sf.mean() < 0.025  # ~2 % as in the public files
+    assert np.corrcoef(np.log(e), sf)[0, 1] < -0.3  # falls with E_p (more energy in the thick layers, leakage)
+    spread = []
+    for rng in ((2.0, 10.0), (300.0, 500.0)):
+        d = SIM.simulate(150, np.random.default_rng(3), energy_range=rng)
+        f = d.showers.sum((1, 2, 3)) / d.conditions["energy"]
+        spread.append(f.std() / f.mean())
+    assert spread[0] > 1.3 * spread[1]  # resolution improves with energy (measured: 9.3 % vs 5.8 %)
+    occupancy = (x > 0).mean((1, 2, 3))
+    assert occupancy.max() < 0.2 and occupancy.min() > 0
+    hits = x[x > 0]
+    assert hits.min() >= THRESHOLD_GEV
+    assert np.log10(hits.max() / hits.min()) > 3.5  # many decades
+
+
+def test_image_centred_and_angle_measured(sample):
+    x = sample.showers.astype(np.float64)
+    w = x.sum((2, 3))
+    xbar = (w * (np.arange(51) + 0.5)).sum(1) / w.sum(1)
+    assert np.median(np.abs(xbar - 25.5)) < 0.05 and np.abs(xbar - 25.5).max() < 1.5  # tails leave the window
+    ang = measured_angle(torch.as_tensor(x)).numpy()
+    th = sample.conditions["theta"]
+    good = sample.conditions["energy"] > 20
+    assert np.corrcoef(ang[good], th[good])[0, 1] > 0.9
+    assert np.degrees(np.abs(ang[good] - th[good])).mean() < 4
+
+
+def test_measured_angle_on_a_hand_made_track():
+    """One cell per layer drifting by k cells per layer: m = k, angle = pi/2 - atan(k) in every layer but
+    the barycentre's own (z = z_ref = 12.5, zproj -> eps, m = 0, 90 deg: the paper's formula keeps it),
+    weighted by z = i + 0.5 (sum 312.5): 90 - (90 - a) (1 - 12.5 / 312.5)."""
+    for k, a in ((0, 90.0), (1, 45.0), (-1, 135.0)):
+        expected = 90 - (90 - a) * (1 - 12.5 / 312.5)
+        img = torch.zeros(1, 51, 51, 25, dtype=torch.float64)
+        for z in range(25):
+            img[0, 25, 25 + k * (z - 12), z] = 1.0
+        assert math.degrees(float(measured_angle(img)[0])) == pytest.approx(expected, abs=1e-6)
+    assert torch.isnan(measured_angle(torch.zeros(1, 51, 51, 25)))[0]
+
+
+def _write_3dgan(path, n, seed, degrees=False):
+    d = SIM.simulate(n, np.random.default_rng(seed))
+    with h5py.File(path, "w") as f:
+        f["ECAL"] = d.showers
+        f["energy"] = d.conditions["energy"].reshape(-1, 1)
+        f["theta"] = np.degrees(d.conditions["theta"]) if degrees else d.conditions["theta"]
+        f["eta"] = -np.log(np.tan(d.conditions["theta"] / 2))
+    return d
+
+
+def test_3dgan_layout_reads_lazily_and_through_the_catalog(tmp_path, monkeypatch):
+    a = _write_3dgan(tmp_path / "EleEscan_RandomAngle_1_1.h5", 20, 1)
+    b = _write_3dgan(tmp_path / "EleEscan_RandomAngle_1_2.h5", 12, 2)
+    d = read_3dgan(tmp_path / "EleEscan_RandomAngle_1_1.h5")
+    assert isinstance(d.showers, h5py.Dataset) and d.conditions["energy"].shape == (20,)
+    np.testing.assert_array_equal(d.take([3, 1]).showers, a.showers[[3, 1]])
+    sha = hashlib.sha256((tmp_path / "EleEscan_RandomAngle_1_2.h5").read_bytes()).hexdigest()
+    (tmp_path / "ds.yaml").write_text(
+        "lcd_files:\n  layout: lcd_3dgan\n  splits:\n"
+        f"    train: {{files: [{{path: {tmp_path}/EleEscan_RandomAngle_1_1.h5}}, "
+        f"{{path: {tmp_path}/EleEscan_RandomAngle_1_2.h5, sha256: '{sha}'}}]}}\n"
+        f"    test: {{files: [{{path: {tmp_path}/EleEscan_RandomAngle_1_2.h5}}]}}\n")
+    monkeypatch.setenv("CALOBENCH_CACHE", str(tmp_path / "cache"))
+    cat = Catalog(get_plugins().registry, [tmp_path / "ds.yaml"])
+    train = cat.get("lcd_files").load("train")
+    assert len(train) == 32 and not isinstance(train.showers, np.ndarray)  # two files, still on disk
+    np.testing.assert_array_equal(train.take([25, 2, 19, 20]).showers, np.concatenate([b.showers[[5]], a.showers[[2, 19]], b.showers[[0]]]))
+    np.testing.assert_array_equal(train.head(22).showers[20:], b.showers[:2])
+    np.testing.assert_allclose(train.conditions["energy"], np.concatenate([a.conditions["energy"], b.conditions["energy"]]))
+    assert ThreeDGAN.supports(calobench.DatasetInfo("lcd_files", train.geometry, {"energy": (2, 500), "theta": (1, 2)})) is None
+
+
+def test_3dgan_layout_errors(tmp_path):
+    with h5py.File(tmp_path / "nokey.h5", "w") as f:
+        f["ECAL"] = np.zeros((2, 51, 51, 25), np.float32)
+    with pytest.raises(calobench.CalobenchError, match="no 'energy', 'theta' dataset"):
+        read_3dgan(tmp_path / "nokey.h5")
+    with h5py.File(tmp_path / "shape.h5", "w") as f:
+        f["ECAL"], f["energy"], f["theta"] = np.zeros((2, 25, 25, 25)), np.ones(2), np.ones(2)
+    with pytest.raises(calobench.CalobenchError, match="expected \\(N, 51, 51, 25\\)"):
+        read_3dgan(tmp_path / "shape.h5")
+    _write_3dgan(tmp_path / "deg.h5", 3, 0, degrees=True)
+    with pytest.raises(calobench.CalobenchError, match="looks like degrees"):
+        read_3dgan(tmp_path / "deg.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(calobench.CalobenchError, match="not a readable HDF5"):
+        read_3dgan(tmp_path / "junk.h5")
+
+
+def test_networks_follow_the_paper_table():
+    G, D = Generator(), Discriminator()
+    assert G.grid == (8, 9, 9, 8) and G.dense.out_features == 5184
+    shapes, h = [], G.dense(torch.randn(2, 256)).reshape(2, *G.grid)
+    for layer in G.body:
+        h = layer(h)
+        if isinstance(layer, (torch.nn.Conv3d, torch.nn.Upsample)):
+            shapes.append(tuple(h.shape[2:]))
+    assert shapes == [(54, 54, 48), (49, 49, 41), (50, 50, 38), (51, 51, 35), (52, 52, 32), (52, 52, 28),
+                      (52, 52, 26), (51, 51, 25)]
+    assert (h >= 0).all()
+    bns = [m for m in G.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert len(bns) == 5 and all(m.eps == 1e-6 for m in bns)
+    assert sum(p.numel() for p in G.parameters()) == 1_364_983  # documented in the plugin README
+    logit, aux = D(torch.rand(2, 51, 51, 25))
+    assert logit.shape == aux.shape == (2,) and D.fake.in_features == 8 * 19 * 18 * 7
+    assert sum(isinstance(m, torch.nn.AvgPool3d) for m in D.modules()) == 1
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in D.modules()) == 4
+    assert Generator(0.5, (25, 25, 25))(torch.randn(1, 256)).shape == (1, 25, 25, 25)
+
+
+def test_model_rejects_other_geometries_and_missing_conditions():
+    hg = calobench.DatasetInfo("hgcal", calobench.Geometry(shape=(12, 15, 7)), {"energy": (20, 90)})
+    assert "needs 51x51x25" in ThreeDGAN.supports(hg)
+    info = calobench.DatasetInfo("lcd", SIM.geometry(), SIM.condition_ranges())
+    m = ThreeDGAN(info, ThreeDGAN.config_for("smoke"), torch.device("cpu"))
+    with pytest.raises(calobench.CalobenchError, match="missing theta"):
+        m.sample({"energy": np.array([50.0])})
+    out = m.sample({"energy": np.array([50.0, 400.0]), "theta": np.radians([70.0, 110.0])})
+    assert out.shape == (2, 51, 51, 25) and (out[:, :13] == 0).all()  # the 25-cell crop, padded back
+    with pytest.raises(calobench.CalobenchError, match="crop must be"):
+        ThreeDGAN(info, ThreeDGAN.config_for("smoke", {"crop": 24}), torch.device("cpu"))
+
+
+EXE = shutil.which("calobench", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+def test_smoke_run_end_to_end(tmp_path):
+    small = tmp_path / "small.yaml"
+    small.write_text("lcd:\n  simulator: lcd\n  splits:\n    train: {n: 96, seed: 1}\n"
+                     "    validation: {n: 16, seed: 2}\n    test: {n: 48, seed: 3}\n    reference: {n: 48, seed: 4}\n")
+    env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache"), "CALOBENCH_DATASETS": str(small)}
+    r = subprocess.run([EXE, "run", "--model", "3dgan", "--dataset", "lcd", "--preset", "smoke", "--quiet",
+                        "--metrics", "wasserstein,mre"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs/lcd__3dgan__smoke__seed0"
+    rec = json.loads((run / "record.json").read_text())
+    assert rec["metrics"]["mre"]["status"] == "ok" and rec["train"]["steps"] == 2
+    for png in ("lcd_sampling_fraction.png", "lcd_shower_shapes.png", "lcd_cell_spectrum_sparsity.png",
+                "lcd_measured_angle.png", "lcd_correlations.png", "lcd_projections.png"):
+        assert (run / "plots" / png).exists()
+    assert "3dgan" in (tmp_path / "leaderboard/lcd.md").read_text()
