@@ -54,7 +54,7 @@ def peak_flops(device: torch.device, n: int | None = None, reps: int = 5) -> flo
 
 
 def _sync(device):
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize()
 
 
@@ -75,7 +75,8 @@ def _timed(fn, batch: int, budget: float, reps: int = 10, device=None):
     return batch / float(np.median(times)), len(times)
 
 
-def one_model(name: str, device_name: str, batches: list, budget: float, train_steps: int) -> dict:
+def one_model(name: str, device_name: str, batches: list, budget: float, train_steps: int,
+              overrides: dict | None = None, gen_preset: str = "paper", train: bool = True) -> dict:
     """Everything measured for one model, in this process."""
     from calobench.catalog import Catalog
     from calobench.plugins import get_plugins
@@ -85,18 +86,34 @@ def one_model(name: str, device_name: str, batches: list, budget: float, train_s
     reg = get_plugins().registry
     cls = reg.get("model", name)
     catalog = Catalog(reg)
-    ds_name = next((d for d in cls.datasets), None) or {"3dgan": "lcd", "percell_baseline": "toy"}.get(name)
-    ds = catalog.get(ds_name)
-    info = dataset_info(ds)
+    ds, info = _dataset_for(cls, catalog, dataset_info)
     sim = ds.simulator  # for a refiner, the dataset is its source: the simulator makes its input
     rng = np.random.default_rng(0)
     pool = sim.simulate(min(max(batches), 2000), rng, **ds.entry["params"])
     out = {"model": name, "dataset": ds.name, "task": cls.task, "device": _device_label(device), "gen": {},
            "sim": {}, "train": {}}
 
-    # generation
+    # training, default and paper presets (the fitted default model is then timed: some models, e.g.
+    # baselines, cannot generate before fit; the networks' weights do not change the speed)
+    small = pool.head(min(TRAIN_N, len(pool)))
+    kw = {}
+    if cls.task == "refine":
+        tgt = catalog.get(ds.counterpart)
+        kw["target"] = tgt.simulator.simulate(len(small), np.random.default_rng(2), **tgt.entry["params"])
+    for preset in ("default", "paper") if train else ():
+        out["train"][preset], _ = _train_speed(cls, info, preset, small, kw, device, train_steps, budget, overrides)
+    # generation: the gen-preset's networks, fitted for one step (weights do not change the speed)
+    cfg = cls.config_for(gen_preset, overrides)
+    cfg.update({k: v for k, v in {"steps": 1, "n_train": len(small), "epochs": None, "select_every": 10**9,
+                                  "n_select": 8}.items() if k in cfg or k in ("steps", "n_train")})
+    if "stages" in cfg:
+        cfg["stages"] = [{"energy": None, "epochs": cfg["batch"] / len(small)}]
     torch.manual_seed(0)
-    model = cls(info, cls.config_for("default"), device)
+    model = cls(info, cfg, device)
+    from calobench.model import Trainer
+
+    model.fit(small, Trainer(progress=False), small, **kw)
+    out["gen_preset"] = gen_preset
     out["parameters"] = model.n_parameters()
     flops = _flops_per_shower(model, pool)
     out["gflop_per_shower"] = flops / 1e9 if flops else None
@@ -115,14 +132,9 @@ def one_model(name: str, device_name: str, batches: list, budget: float, train_s
     for b in batches:
         rate, _ = _timed(lambda: sim.simulate(b, np.random.default_rng(1), **ds.entry["params"]), b, budget)
         out["sim"][str(b)] = rate
-    # training, default and paper presets
-    small = pool.head(min(TRAIN_N, len(pool)))
-    kw = {}
-    if cls.task == "refine":
-        tgt = catalog.get(ds.counterpart)
-        kw["target"] = tgt.simulator.simulate(len(small), np.random.default_rng(2), **tgt.entry["params"])
-    for preset in ("default", "paper"):
-        out["train"][preset] = _train_speed(cls, info, preset, small, kw, device, train_steps, budget)
+    if not train:
+        out["peak_mib"] = _peak_mib(device)
+        return out
     paper = cls.config_for("paper")
     n_paper = paper.get("n_train") or ds.entry["splits"]["train"].get("n")
     steps = None
@@ -131,16 +143,32 @@ def one_model(name: str, device_name: str, batches: list, budget: float, train_s
     elif "steps" in paper:
         steps = int(paper["steps"])
     out["train"]["paper_steps"] = steps
-    out["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["peak_mib"] = _peak_mib(device)
     return out
 
 
-def _train_speed(cls, info, preset, small, kw, device, steps, budget) -> dict:
-    """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference."""
+def _peak_mib(device) -> float:
+    return (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _dataset_for(cls, catalog, dataset_info):
+    """The model's first declared dataset, or the first simulated dataset it supports."""
+    names = list(cls.datasets) or [n for n in catalog.names() if catalog.get(n).entry.get("simulator")]
+    for n in names:
+        ds = catalog.get(n)
+        info = dataset_info(ds)
+        if cls.supports(info) is None:
+            return ds, info
+    raise SystemExit(f"no simulated dataset for model {cls.name}")
+
+
+def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=None) -> tuple:
+    """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference.
+    Returns (figures, the last fitted model)."""
     from calobench.model import Trainer
 
-    cfg = cls.config_for(preset)
+    cfg = cls.config_for(preset, overrides)
     times = []
     for n in (1, 1 + steps):
         over = {"steps": n, "n_train": len(small), "epochs": None, "stages": None}
@@ -157,10 +185,10 @@ def _train_speed(cls, info, preset, small, kw, device, steps, budget) -> dict:
         _sync(device)
         times.append(time.perf_counter() - t0)
         if times[0] > budget:
-            return {"s_per_step": None, "first_step_s": times[0]}
+            return {"s_per_step": None, "first_step_s": times[0]}, m
     s = max((times[1] - times[0]) / steps, 1e-9)
     seen = cfg.get("batch", 1) * (cfg.get("n_critic", 0) + 1)
-    return {"s_per_step": s, "showers_seen_per_s": seen / s}
+    return {"s_per_step": s, "showers_seen_per_s": seen / s}, m
 
 
 def _flops_per_shower(model, pool) -> float | None:
@@ -182,6 +210,13 @@ def _device_label(device) -> str:
     return f"cpu x{torch.get_num_threads()} ({platform.processor() or platform.machine()})"
 
 
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _fmt(x, digits=3):
     if x is None:
         return "-"
@@ -196,11 +231,20 @@ def main():
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per (model, batch) measurement")
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("leaderboard/speed.md"))
+    ap.add_argument("--gen-preset", default="paper", help="preset whose networks are timed for generation")
+    ap.add_argument("--no-train", action="store_true", help="skip the training figures")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model config value, e.g. generation_amp=bf16 (a fast path to measure)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    overrides = {k: _value(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(one_model(args.one, args.device, batches, args.budget, args.train_steps)))
+        print(json.dumps(one_model(args.one, args.device, batches, args.budget, args.train_steps, overrides,
+                                   args.gen_preset, not args.no_train)))
         return
     from calobench.plugins import get_plugins
     from calobench.runner import resolve_device
@@ -208,12 +252,15 @@ def main():
     names = args.models.split(",") if args.models else sorted(get_plugins().registry.models)
     device = resolve_device(args.device)
     peak = peak_flops(device)
-    print(f"device: {_device_label(device)}; float32 matmul peak {peak / 1e9:,.0f} GFLOP/s")
+    print(f"device: {_device_label(device)}; float32 matmul peak {peak / 1e9:,.0f} GFLOP/s"
+          + (f"; model overrides {overrides}" if overrides else ""))
     rows = []
     for name in names:
-        r = subprocess.run([sys.executable, __file__, "--one", name, "--device", args.device, "--batches",
-                            args.batches, "--budget", str(args.budget), "--train-steps", str(args.train_steps)],
-                           capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--one", name, "--device", args.device, "--batches", args.batches,
+               "--budget", str(args.budget), "--train-steps", str(args.train_steps)]
+        cmd += [f"--gen-preset={args.gen_preset}"] + (["--no-train"] if args.no_train else [])
+        cmd += [f"--set={o}" for o in args.overrides] + ([f"--threads={args.threads}"] if args.threads else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             print(f"{name}: failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
             continue
@@ -234,12 +281,16 @@ def main():
         best = max((v["showers_per_s"] or 0) for v in r["gen"].values())
         row["% of peak"] = f"{100 * g * 1e9 * best / peak:.1f}" if g and best else "-"
         row["peak MiB"] = f"{r['peak_mib']:,.0f}"
-        for preset in ("default", "paper"):
+        for preset in ("default", "paper") if r["train"] else ():
             t = r["train"][preset]
-            row[f"train s/step ({preset})"] = _fmt(t["s_per_step"]) if t["s_per_step"] else \
-                f"> budget ({t['first_step_s']:.0f} s)"
-        tp, steps = r["train"]["paper"], r["train"]["paper_steps"]
-        row["paper preset, projected h"] = _fmt(tp["s_per_step"] * steps / 3600) if tp["s_per_step"] and steps else "-"
+            row[f"train s/step ({preset})"] = (_fmt(t["s_per_step"]) if t["s_per_step"] > 1e-6 else "-") \
+                if t["s_per_step"] else f"> budget ({t['first_step_s']:.0f} s)"
+            row[f"train showers/s ({preset})"] = _fmt(t.get("showers_seen_per_s")) if t["s_per_step"] and \
+                t["s_per_step"] > 1e-6 else "-"
+        if r["train"]:
+            tp, steps = r["train"]["paper"], r["train"]["paper_steps"]
+            row["paper preset, projected h"] = _fmt(tp["s_per_step"] * steps / 3600) \
+                if tp["s_per_step"] and tp["s_per_step"] > 1e-6 and steps else "-"
         table.append(row)
     df = pd.DataFrame(table)
     print()
@@ -249,9 +300,10 @@ def main():
     header = (f"# Speed\n\nGenerated by `python benchmarks/speed.py` on {dt.date.today().isoformat()}: "
               f"{_device_label(device)}, torch {torch.__version__}, calobench {calobench.__version__}, "
               f"python {platform.python_version()}. float32 matmul peak {peak / 1e9:,.0f} GFLOP/s.\n\n"
-              "showers/s: median of up to 10 calls after a warm-up; `sim`: the dataset's parametric simulator "
+              f"Generation with the `{args.gen_preset}` preset's networks; showers/s: median of up to 10 calls after a warm-up; `sim`: the dataset's parametric simulator "
               "(numpy) on the same machine; % of peak: FLOPs per shower x best showers/s / matmul peak; "
-              "train: default preset, untrained weights.\n\n")
+              "train: default preset, untrained weights."
+              + (f" Model overrides: {overrides}." if overrides else "") + "\n\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from calobench.io import atomic_path
 

@@ -87,9 +87,15 @@ class Model:
         raise NotImplementedError(f"model '{self.name}' does not refine")
 
     def generate_batch(self, conditions: dict | None = None, showers: np.ndarray | None = None) -> np.ndarray:
-        """One call of the task's entry point (used by the runner and the timing benchmark)."""
-        with torch.inference_mode():
-            return self.refine(showers) if self.task == "refine" else self.sample(conditions)
+        """One call of the task's entry point (used by the runner and the timing benchmark).
+
+        Opt-in fast path: config ``generation_amp: bf16`` runs it under bfloat16 autocast."""
+        amp = self.config.get("generation_amp")
+        if amp not in (None, "bf16"):
+            raise CalobenchError(f"generation_amp must be bf16 or absent, got {amp!r}")
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            out = self.refine(showers) if self.task == "refine" else self.sample(conditions)
+        return np.asarray(out, dtype=np.float32)
 
     # -- weights -------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -13,8 +13,10 @@ E_BINS = (1, 10, 30, 60, 100)
 
 
 def response(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Bias (mean), resolution (std) and RMS of the relative error (E_rec - E) / E. The RMS is
+    the metrics' value: a resolution alone would reward a regressor that shrinks every energy."""
     d = (pred - true) / true
-    out = {"bias": float(d.mean()), "resolution": float(d.std())}
+    out = {"bias": float(d.mean()), "resolution": float(d.std()), "rms": float(np.sqrt((d**2).mean()))}
     which = np.digitize(true, E_BINS[1:-1])
     out["per_energy_bin"] = {f"{E_BINS[b]}-{E_BINS[b + 1]} EeV": {"bias": float(d[which == b].mean()),
                                                                   "resolution": float(d[which == b].std())}
@@ -22,9 +24,9 @@ def response(pred: np.ndarray, true: np.ndarray) -> dict:
     return out
 
 
-def _bootstrap_resolution(pred, true, rng, n=20) -> float:
+def _bootstrap_rms(pred, true, rng, n=20) -> float:
     d = (pred - true) / true
-    return float(np.std([d[rng.integers(0, len(d), len(d))].std() for _ in range(n)], ddof=1))
+    return float(np.std([np.sqrt((d[rng.integers(0, len(d), len(d))] ** 2).mean()) for _ in range(n)], ddof=1))
 
 
 def applies(dataset) -> str | None:
@@ -62,15 +64,15 @@ def _utility(real, generated, ctx) -> dict:
     for k, net in nets.items():
         pred = predict_energy(net, test.array())
         out[k] = response(pred, e)
-        out[k]["resolution_unc"] = _bootstrap_resolution(pred, e, rng)
+        out[k]["rms_unc"] = _bootstrap_rms(pred, e, rng)
     return out
 
 
 class RefinementUtility(Metric):
-    """Relative energy resolution, on data, of AixNet trained on the refined simulation: (b)."""
+    """RMS relative energy error, on data, of AixNet trained on the refined simulation: (b)."""
 
     name = "refinement_utility"
-    description = "AixNet trained on refined sim, resolution on data (b)"
+    description = "AixNet trained on refined sim, RMS relative energy error on data (b)"
     min_showers = 200
     key = "refined"
 
@@ -84,14 +86,14 @@ class RefinementUtility(Metric):
 
             raise CalobenchError("needs the refine task's source dataset (raw simulation)")
         r = u[self.key]
-        return MetricResult(r["resolution"], r["resolution_unc"], u)
+        return MetricResult(r["rms"], r["rms_unc"], u)
 
 
 class RefinementUtilitySim(RefinementUtility):
     """(a): AixNet trained on raw simulation, evaluated on data (independent of the refiner)."""
 
     name = "refinement_utility_sim"
-    description = "AixNet trained on raw sim, resolution on data (a)"
+    description = "AixNet trained on raw sim, RMS relative energy error on data (a)"
     key = "sim"
 
 
@@ -99,7 +101,7 @@ class RefinementUtilityData(RefinementUtility):
     """(c): AixNet trained on data, evaluated on data: the best case."""
 
     name = "refinement_utility_data"
-    description = "AixNet trained on data, resolution on data (c)"
+    description = "AixNet trained on data, RMS relative energy error on data (c)"
     key = "data"
 
 

@@ -88,8 +88,11 @@ def test_refinement_utility_mechanics():
     # (a) and (c) do not depend on the refined sample (cached regressors); (b) does
     assert b1.details["sim"] == b2.details["sim"] and b1.details["data"] == b2.details["data"]
     assert b1.details["refined"] != b2.details["refined"]
-    assert RefinementUtilitySim().compute(data["test"], raw, ctx).value == b1.details["sim"]["resolution"]
-    assert RefinementUtilityData().compute(data["test"], raw, ctx).value == b1.details["data"]["resolution"]
+    assert RefinementUtilitySim().compute(data["test"], raw, ctx).value == b1.details["sim"]["rms"]
+    assert RefinementUtilityData().compute(data["test"], raw, ctx).value == b1.details["data"]["rms"]
+    for k in ("sim", "refined", "data"):  # the value penalises bias: rms^2 = bias^2 + resolution^2
+        d = b1.details[k]
+        assert d["rms"] == pytest.approx(np.hypot(d["bias"], d["resolution"]), rel=1e-5)
     no_source = MetricContext(dataset=info, seed=0)
     with pytest.raises(calobench.CalobenchError, match="source dataset"):
         RefinementUtilitySim().compute(data["test"], raw, no_source)
