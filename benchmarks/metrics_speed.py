@@ -65,6 +65,10 @@ def main():
     train = synthetic(min(biggest, 5000), shape, 3)
     info = DatasetInfo("synthetic", real_all.geometry, {"energy": (2.0, 500.0)}, ["train", "validation"],
                        loader=lambda split: train, key=f"synthetic-{args.shape}")
+    skipped = [m.name for m in metrics if m.applies_to(info)]
+    metrics = [m for m in metrics if not m.applies_to(info)]
+    if skipped:
+        print(f"not applicable to this geometry (not timed): {', '.join(skipped)}")
     rows = {}
     for n in sizes:
         real, gen = real_all.head(n), gen_all.head(n)

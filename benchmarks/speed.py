@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -93,16 +92,16 @@ def one_model(name: str, device_name: str, batches: list, budget: float, train_s
     out = {"model": name, "dataset": ds.name, "task": cls.task, "device": _device_label(device), "gen": {},
            "sim": {}, "train": {}}
 
-    # training, default and paper presets (the fitted default model is then timed: some models, e.g.
-    # baselines, cannot generate before fit; the networks' weights do not change the speed)
+    # training speed, default and paper presets
     small = pool.head(min(TRAIN_N, len(pool)))
     kw = {}
     if cls.task == "refine":
         tgt = catalog.get(ds.counterpart)
         kw["target"] = tgt.simulator.simulate(len(small), np.random.default_rng(2), **tgt.entry["params"])
     for preset in ("default", "paper") if train else ():
-        out["train"][preset], _ = _train_speed(cls, info, preset, small, kw, device, train_steps, budget, overrides)
-    # generation: the gen-preset's networks, fitted for one step (weights do not change the speed)
+        out["train"][preset] = _train_speed(cls, info, preset, small, kw, device, train_steps, budget, overrides)
+    # generation: the gen-preset's networks, fitted for one step (some models, e.g. baselines, cannot
+    # generate before fit; the networks' weights do not change the speed)
     cfg = cls.config_for(gen_preset, overrides)
     cfg.update({k: v for k, v in {"steps": 1, "n_train": len(small), "epochs": None, "select_every": 10**9,
                                   "n_select": 8}.items() if k in cfg or k in ("steps", "n_train")})
@@ -163,9 +162,8 @@ def _dataset_for(cls, catalog, dataset_info):
     raise SystemExit(f"no simulated dataset for model {cls.name}")
 
 
-def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=None) -> tuple:
-    """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference.
-    Returns (figures, the last fitted model)."""
+def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=None) -> dict:
+    """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference."""
     from calobench.model import Trainer
 
     cfg = cls.config_for(preset, overrides)
@@ -185,10 +183,10 @@ def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=
         _sync(device)
         times.append(time.perf_counter() - t0)
         if times[0] > budget:
-            return {"s_per_step": None, "first_step_s": times[0]}, m
+            return {"s_per_step": None, "first_step_s": times[0]}
     s = max((times[1] - times[0]) / steps, 1e-9)
     seen = cfg.get("batch", 1) * (cfg.get("n_critic", 0) + 1)
-    return {"s_per_step": s, "showers_seen_per_s": seen / s}, m
+    return {"s_per_step": s, "showers_seen_per_s": seen / s}
 
 
 def _flops_per_shower(model, pool) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,21 @@ class Model:
         if preset not in cls.presets:
             raise CalobenchError(f"model '{cls.name}' has no preset '{preset}' (presets: {', '.join(cls.presets)})")
         return {**cls.presets[preset], **(overrides or {})}
+
+    def warn_extrapolation(self, conditions: dict, names=None, describe=None) -> None:
+        """Warn (once per model) when conditions leave the ranges the model was trained on: allowed,
+        but it is extrapolation. ``describe(name)`` words the warning (default: "<name> outside the
+        trained range")."""
+        if getattr(self, "_warned_extrapolation", False):
+            return
+        for c in names or self.dataset.conditions:
+            lo, hi = self.dataset.conditions[c]
+            v = np.asarray(conditions[c])
+            if v.size and (v.min() < lo - 1e-6 or v.max() > hi + 1e-6):
+                what = describe(c) if describe else f"{c} outside the trained range"
+                warnings.warn(f"{what} [{lo:.3g}, {hi:.3g}]: got [{v.min():.3g}, {v.max():.3g}]; "
+                              "this is extrapolation", stacklevel=3)
+                self._warned_extrapolation = True
 
     # -- the work ------------------------------------------------------------
     def fit(self, train: ShowerData, trainer: "Trainer", validation: ShowerData | None = None) -> None:

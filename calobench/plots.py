@@ -85,7 +85,7 @@ def run_plots(plugins, ds, real, generated, outdir, model, history, extra=None) 
         axes[0].set_yscale("log")
         written.append(save(fig, outdir / "cell_spectrum.png"))
     written.append(_mean_images(plt, real, generated, outdir / "mean_images.png"))
-    written.append(_correlations(plt, fr, fg, outdir / "correlations.png"))
+    written.append(_correlations(fr, fg, outdir / "correlations.png"))
     if history:
         keys = [k for k in history[0] if k != "step"]
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -131,14 +131,19 @@ def correlation_matrix(f: dict, keys) -> np.ndarray:
     return np.nan_to_num(c)
 
 
-def _correlations(plt, fr, fg, path):
+def _correlations(fr, fg, path):
     keys = [k for k in fr if not k.startswith(("width_x_", "width_y_", "max_cell_"))][:24]
-    cr, cg = correlation_matrix(fr, keys), correlation_matrix(fg, keys)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    return correlation_plot(correlation_matrix(fr, keys), correlation_matrix(fg, keys), keys, path)
+
+
+def correlation_plot(cr: np.ndarray, cg: np.ndarray, labels, path) -> str:
+    """Real, generated and (generated - real) correlation matrices side by side."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     for ax, m, t in zip(axes, (cr, cg, cg - cr), ("real", "generated", "generated - real")):
         im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(t)
-        ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(keys)), keys, fontsize=6)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
     fig.colorbar(im, ax=axes, shrink=0.6)
     return save(fig, path)

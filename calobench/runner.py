@@ -5,7 +5,6 @@ import datetime as _dt
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -84,18 +83,6 @@ class HGCALWGAN(calobench.Model):
         lab = np.stack([np.asarray(conditions[c], np.float32) for c in LABELS], 1)
         return torch.as_tensor(lab) / LABEL_SCALE
 
-    def _check_ranges(self, conditions):
-        if getattr(self, "_warned", False):
-            return
-        for c in LABELS:
-            lo, hi = self.dataset.conditions[c]
-            v = np.asarray(conditions[c])
-            if v.size and (v.min() < lo - 1e-6 or v.max() > hi + 1e-6):
-                what = "energy outside the trained range" if c == "energy" else f"{c} outside the beam spot"
-                warnings.warn(f"{what} [{lo:.3g}, {hi:.3g}]: got [{v.min():.3g}, {v.max():.3g}]; "
-                              "this is extrapolation", stacklevel=3)
-                self._warned = True
-
     # -- training --------------------------------------------------------------
     def total_steps(self, n_train: int) -> int:
         c = self.config
@@ -173,7 +160,8 @@ class HGCALWGAN(calobench.Model):
     @torch.no_grad()
     def sample(self, conditions):
         lab = self._labels(conditions).to(self.device)
-        self._check_ranges(conditions)
+        self.warn_extrapolation(conditions, LABELS, lambda c: "energy outside the trained range" if c == "energy"
+                                else f"{c} outside the beam spot")
         G = self.nets["generator"].eval()
         z = torch.rand(len(lab), N_LATENT, device=self.device) * 2 - 1
         out = self.from_net(G(z, lab))

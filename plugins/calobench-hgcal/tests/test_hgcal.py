@@ -13,7 +13,7 @@ import torch
 import calobench
 from calobench.observables import features
 from calobench_hgcal.model import HGCALWGAN
-from calobench_hgcal.simulator import LAYER_X0, MASK, HGCALSimulator, simulate_block
+from calobench_hgcal.simulator import MASK, HGCALSimulator
 from calobench_hgcal.wgan import Constrainer, Critic, Generator
 
 SIM = HGCALSimulator()

@@ -9,7 +9,6 @@ Cells enter the networks as (50 x E_cell / GeV)^0.85.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -99,17 +98,6 @@ class ThreeDGAN(calobench.Model):
     def latent(self, energy: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(len(energy), LATENT - 2, device=energy.device)
         return torch.cat([energy[:, None] / 100, theta[:, None], noise], 1)
-
-    def _check_ranges(self, conditions):
-        if getattr(self, "_warned", False):
-            return
-        for c in LABELS:
-            lo, hi = self.dataset.conditions[c]
-            v = np.asarray(conditions[c])
-            if v.size and (v.min() < lo - 1e-6 or v.max() > hi + 1e-6):
-                warnings.warn(f"{c} outside the trained range [{lo:.3g}, {hi:.3g}]: got [{v.min():.3g}, {v.max():.3g}]; "
-                              "this is extrapolation", stacklevel=3)
-                self._warned = True
 
     # -- training --------------------------------------------------------------
     def _stages(self, energy: np.ndarray) -> list:
@@ -221,7 +209,7 @@ class ThreeDGAN(calobench.Model):
         missing = [c for c in LABELS if c not in conditions]
         if missing:
             raise calobench.CalobenchError(f"3dgan needs conditions {', '.join(LABELS)}; missing {', '.join(missing)}")
-        self._check_ranges(conditions)
+        self.warn_extrapolation(conditions, LABELS)
         G = self.nets["generator"].eval()
         e_all = torch.as_tensor(np.asarray(conditions["energy"], np.float32))
         th_all = torch.as_tensor(np.asarray(conditions["theta"], np.float32))

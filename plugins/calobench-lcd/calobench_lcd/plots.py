@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calobench.plots import _mpl, save
+from calobench.plots import _mpl, correlation_plot, save
 
 from .physics import measured_angle
 
@@ -109,16 +109,8 @@ def lcd_plots(real, generated, outdir) -> list:
         x = np.column_stack([s["energy"], s["sum"], np.nan_to_num(s["angle"]), s["layers"]]).T
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.nan_to_num(np.corrcoef(x))
-    cr, cg = corr(r), corr(g)
     labels = ["E_p", "sum", "angle"] + [f"L{i}" for i in range(r["layers"].shape[1])]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    for ax, m, t in zip(axes, (cr, cg, cg - cr), ("real", "generated", "generated - real")):
-        im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
-        ax.set_title(t)
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    fig.colorbar(im, ax=axes, shrink=0.6)
-    paths.append(save(fig, outdir / "lcd_correlations.png"))
+    paths.append(correlation_plot(corr(r), corr(g), labels, outdir / "lcd_correlations.png"))
     # 6. 2-D projections of example showers (nearest E_p and theta)
     fig, axes = plt.subplots(4, 3, figsize=(10, 12))
     targets = ((50.0, np.radians(70)), (200.0, np.radians(90)), (400.0, np.radians(110)))

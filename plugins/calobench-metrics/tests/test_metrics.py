@@ -5,7 +5,6 @@ import pytest
 import scipy.stats
 from skimage.metrics import structural_similarity
 
-import calobench
 from calobench import DatasetInfo, Geometry, MetricContext, ShowerData
 from calobench_metrics import METRICS
 from calobench_metrics.classifier import auc, two_sample_test
