@@ -39,7 +39,8 @@ def utility(real, generated, ctx) -> dict:
     """AixNet trained on (a) raw simulation, (b) the generated (refined) sample, (c) data;
     all evaluated on the same half of the real data test sample. Computed once per (real,
     generated) pair and seed: the three metrics (a), (b), (c) share it."""
-    key = ("refinement_utility", id(real), ctx.seed)
+    source = None if ctx.source is None else (ctx.source.key or ctx.source.name)
+    key = ("refinement_utility", id(real), ctx.seed, ctx.dataset.key or ctx.dataset.name, source)
     if key not in generated.cache:
         generated.cache[key] = _utility(real, generated, ctx)
     return generated.cache[key]
