@@ -18,17 +18,17 @@ def mscn_histograms(data) -> np.ndarray:
     if "mscn" not in data.cache:
         rows = []
         for b in data.chunks():
-            a = b.array().reshape(len(b), -1).astype(np.float64)
-            nz = a > 0
-            cnt = nz.sum(1)
-            mu = np.divide((a * nz).sum(1), cnt, out=np.zeros(len(a)), where=cnt > 0)
-            var = np.divide((((a - mu[:, None]) ** 2) * nz).sum(1), cnt, out=np.zeros(len(a)), where=cnt > 0)
-            coef = (a - mu[:, None]) / (np.sqrt(var)[:, None] + 1e-7)
+            a = b.array().reshape(len(b), -1)
+            r, c = np.nonzero(a > 0)  # only the hit cells enter: row-major, so r is sorted
+            v = a[r, c].astype(np.float64)
+            cnt = np.bincount(r, minlength=len(a))
+            safe = np.maximum(cnt, 1)
+            mu = np.bincount(r, v, minlength=len(a)) / safe
+            var = np.bincount(r, (v - mu[r]) ** 2, minlength=len(a)) / safe
+            coef = (v - mu[r]) / (np.sqrt(var)[r] + 1e-7)
             idx = np.clip(np.searchsorted(EDGES, coef, side="right") - 1, 0, len(EDGES) - 2)
-            h = np.zeros((len(a), len(EDGES) - 1))
-            rows_i = np.broadcast_to(np.arange(len(a))[:, None], a.shape)
-            np.add.at(h, (rows_i[nz], idx[nz]), 1.0)
-            rows.append(h)
+            nb = len(EDGES) - 1
+            rows.append(np.bincount(r * nb + idx, minlength=len(a) * nb).reshape(len(a), nb).astype(np.float64))
         data.cache["mscn"] = np.concatenate(rows)
     return data.cache["mscn"]
 
