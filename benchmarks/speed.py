@@ -194,12 +194,16 @@ def _flops_per_shower(model, pool) -> float | None:
 
     block = pool.take(np.arange(4))
     kw = {"showers": block.array()} if model.task == "refine" else {"conditions": block.conditions}
+    applied = getattr(model, "_fast_paths_applied", False)
+    model._fast_paths_applied = True  # count the plain networks (a compiled graph hides its ops from the counter)
     try:
         with FlopCounterMode(display=False) as fc:
             model.generate_batch(**kw)
         return fc.get_total_flops() / 4 or None
     except Exception:
         return None
+    finally:
+        model._fast_paths_applied = applied
 
 
 def _device_label(device) -> str:

@@ -105,13 +105,42 @@ class Model:
     def generate_batch(self, conditions: dict | None = None, showers: np.ndarray | None = None) -> np.ndarray:
         """One call of the task's entry point (used by the runner and the timing benchmark).
 
-        Opt-in fast path: config ``generation_amp: bf16`` runs it under bfloat16 autocast."""
+        Opt-in fast paths (config keys, all off by default; each is measured in
+        ``benchmarks/speed.py --set KEY=VALUE``): ``generation_amp: bf16`` (bfloat16 autocast),
+        ``generation_compile: true`` (``torch.compile`` of every network, in place, so weights
+        and checkpoints keep their names), ``channels_last: true`` (channels-last memory format
+        for 2-D/3-D convolution weights), ``cudnn_benchmark: true`` (cuDNN autotuning; CUDA only).
+        Compilation is for generation only: the WGAN-GP gradient penalty needs a double
+        backward, which compiled graphs do not support."""
         amp = self.config.get("generation_amp")
         if amp not in (None, "bf16"):
             raise CalobenchError(f"generation_amp must be bf16 or absent, got {amp!r}")
+        if not getattr(self, "_fast_paths_applied", False):
+            self.apply_fast_paths()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             out = self.refine(showers) if self.task == "refine" else self.sample(conditions)
         return np.asarray(out, dtype=np.float32)
+
+    def apply_fast_paths(self) -> dict:
+        """Apply the opt-in generation fast paths of the config to ``nets`` (once); returns what was applied."""
+        self._fast_paths_applied = True
+        done = {}
+        if self.config.get("cudnn_benchmark") and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = done["cudnn_benchmark"] = True
+        if self.config.get("channels_last"):
+            for net in self.nets.values():
+                for m in net.modules():
+                    w = getattr(m, "weight", None)
+                    if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                        m.to(memory_format=torch.channels_last)
+                    elif isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and w is not None:
+                        m.to(memory_format=torch.channels_last_3d)
+            done["channels_last"] = True
+        if self.config.get("generation_compile"):
+            for net in self.nets.values():
+                net.compile()  # in place: state_dict keys unchanged
+            done["generation_compile"] = True
+        return done
 
     # -- weights -------------------------------------------------------------
     def state_dict(self) -> dict:
