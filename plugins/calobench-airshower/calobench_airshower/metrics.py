@@ -7,7 +7,7 @@ import torch
 
 from calobench import Metric, MetricResult
 
-from .aixnet import cached_regressor, make_aixnet, predict_energy, train_regressor
+from .aixnet import METRIC_TRAINING, cached_regressor, make_aixnet, predict_energy, train_regressor
 
 E_BINS = (1, 10, 30, 60, 100)
 
@@ -61,7 +61,7 @@ def _utility(real, generated, ctx) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         net = make_aixnet(half.geometry.shape)
-    nets["refined"] = train_regressor(net, half.array(), half.conditions["energy"], ctx.seed)
+    nets["refined"] = train_regressor(net, half.array(), half.conditions["energy"], ctx.seed, **METRIC_TRAINING)
     for k, net in nets.items():
         pred = predict_energy(net, test.array())
         out[k] = response(pred, e)

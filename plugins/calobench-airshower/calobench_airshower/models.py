@@ -89,17 +89,20 @@ class AirshowerRefiner(calobench.Model):
     datasets = ("airshower_sim",)
     description = "residual refiner (1x1x7 time convolutions, 4 blocks) making simulated traces data-like"
     presets = {
-        "smoke": {"width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500, "timing_batches": [1, 100]},
-        "default": {"width": 0.125, "batch": 16, "n_critic": 5, "steps": 600, "n_train": 20_000},
-        "paper": {"width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None},
+        "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
+                  "warmup": 2, "self_reg": 10.0, "bound": 0.2, "timing_batches": [1, 100]},
+        "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 600,
+                    "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "bound": 0.2},
+        "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
+                  "warmup": 0, "self_reg": 0.0, "bound": None},
     }
     common = {"gp_lambda": 5.0, "lr": 1e-4, "betas": (0.5, 0.999)}
 
     def __init__(self, dataset, config, device):
         config = {**self.common, **config}
         super().__init__(dataset, config, device)
-        w = config["width"]
-        self.nets = {"refiner": Refiner(w).to(device), "critic": TraceAixNet(w, n_out=1).to(device)}
+        self.nets = {"refiner": Refiner(config["width"], bound=config.get("bound")).to(device),
+                     "critic": TraceAixNet(config.get("critic_width", config["width"]), n_out=1).to(device)}
         b = tuple(config["betas"])
         self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
@@ -112,22 +115,32 @@ class AirshowerRefiner(calobench.Model):
         S = to_net(torch.as_tensor((train.head(n) if n else train).array()))
         T = to_net(torch.as_tensor((target.head(n) if n else target).array()))
         R, D = self.nets["refiner"], self.nets["critic"]
-        for step in trainer.steps(self, int(c["steps"])):
-            for _ in range(c["n_critic"]):  # unpaired: independent draws from simulation and data
-                sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
-                data = T[torch.as_tensor(trainer.rng.integers(0, len(T), c["batch"]))].to(dev)
-                with torch.no_grad():
-                    refined = R(sim)
-                loss_d = D(refined).mean() - D(data).mean() + c["gp_lambda"] * gradient_penalty(D, data, refined)
-                self.optimizers["critic"].zero_grad(set_to_none=True)
-                loss_d.backward()
-                self.optimizers["critic"].step()
+
+        def critic_step():  # unpaired: independent draws from simulation and data
             sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
-            loss_r = -D(R(sim)).mean()
+            data = T[torch.as_tensor(trainer.rng.integers(0, len(T), c["batch"]))].to(dev)
+            with torch.no_grad():
+                refined = R(sim)
+            loss_d = D(refined).mean() - D(data).mean() + c["gp_lambda"] * gradient_penalty(D, data, refined)
+            self.optimizers["critic"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.optimizers["critic"].step()
+            return loss_d
+
+        for step in trainer.steps(self, int(c["steps"])):
+            if step == 0:  # the critic first learns data vs (identity-)refined simulation
+                for _ in range(int(c.get("warmup", 0))):
+                    critic_step()
+            for _ in range(c["n_critic"]):
+                loss_d = critic_step()
+            sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
+            refined = R(sim)
+            reg = (refined - sim).abs().mean()  # self-regularisation (SimGAN): stay close to the input
+            loss_r = -D(refined).mean() + c.get("self_reg", 0.0) * reg
             self.optimizers["refiner"].zero_grad(set_to_none=True)
             loss_r.backward()
             self.optimizers["refiner"].step()
-            trainer.log(critic=loss_d, refiner=loss_r)
+            trainer.log(critic=loss_d, refiner=loss_r, self_reg=reg)
 
     @torch.no_grad()
     def refine(self, showers):

@@ -70,6 +70,16 @@ def test_network_shapes():
     torch.testing.assert_close(from_net(to_net(x)), x, rtol=1e-4, atol=1e-3)
 
 
+def test_refiner_starts_as_identity_and_bound_caps_the_residual():
+    u = to_net(torch.rand(2, 9, 9, 80) * 100)
+    torch.testing.assert_close(Refiner(0.125)(u), u)  # zero-initialised last convolution
+    r = Refiner(0.125, bound=0.2)
+    torch.nn.init.constant_(r.net[-1].bias, 5.0)  # a residual far beyond the cap
+    with torch.no_grad():
+        out = r(u)
+    assert float((out - u).max()) <= 0.2 + 1e-6 and float((out - u).min()) > 0.19
+
+
 def test_refinement_utility_mechanics():
     data = {"train": SIM.simulate(400, np.random.default_rng(1)), "test": SIM.simulate(400, np.random.default_rng(2))}
     sim = {"train": SIM.simulate(400, np.random.default_rng(11), variant="sim")}
