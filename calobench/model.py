@@ -110,6 +110,9 @@ class Model:
         ``generation_compile: true`` (``torch.compile`` of every network, in place, so weights
         and checkpoints keep their names), ``channels_last: true`` (channels-last memory format
         for 2-D/3-D convolution weights), ``cudnn_benchmark: true`` (cuDNN autotuning; CUDA only).
+        ``generation_batch: N`` sets how many showers the runner asks for per call (default
+        1 000; on a CPU the best is the largest batch whose activations stay in cache, see
+        ``benchmarks/speed.py --batches``).
         Compilation is for generation only: the WGAN-GP gradient penalty needs a double
         backward, which compiled graphs do not support."""
         amp = self.config.get("generation_amp")

@@ -113,8 +113,12 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
 
 
 # -- generation and timing ---------------------------------------------------
-def generate(model, task_input: ShowerData, batch_size: int = 1000) -> ShowerData:
-    """Run the model's task over ``task_input`` (conditions for generate, showers for refine)."""
+def generate(model, task_input: ShowerData, batch_size: int | None = None) -> ShowerData:
+    """Run the model's task over ``task_input`` (conditions for generate, showers for refine), in
+    blocks of ``batch_size`` (default: the config's ``generation_batch``, else 1000)."""
+    batch_size = int(batch_size or model.config.get("generation_batch", 1000))
+    if batch_size < 1:
+        raise CalobenchError(f"generation_batch must be a positive integer, got {batch_size}")
     outs = []
     for block in task_input.chunks(batch_size):
         if model.task == "refine":

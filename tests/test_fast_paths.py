@@ -57,3 +57,19 @@ def test_compile_same_showers_and_names():
 def test_bad_amp_is_one_clear_error():
     with pytest.raises(calobench.CalobenchError, match="generation_amp must be bf16"):
         model(generation_amp="fp8").generate_batch(COND)
+
+
+def test_generation_batch_sets_the_runner_block_size():
+    from calobench import ShowerData
+    from calobench.runner import generate
+
+    m, calls = model(generation_batch=2), []
+    orig = m.sample
+    m.sample = lambda c: calls.append(len(c["energy"])) or orig(c)
+    info = m.dataset
+    data = ShowerData(np.zeros((5, 6, 6, 4), np.float32), COND, info.geometry)
+    out = generate(m, data)
+    assert calls == [2, 2, 1] and out.showers.shape == (5, 6, 6, 4)
+    np.testing.assert_allclose(out.showers, model().generate_batch(COND), rtol=1e-5, atol=1e-6)
+    with pytest.raises(calobench.CalobenchError, match="generation_batch"):
+        generate(model(generation_batch=-3), data)
