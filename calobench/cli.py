@@ -135,9 +135,11 @@ def _kv(pairs):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
 @click.option("--nproc", default=1, show_default=True, type=click.IntRange(1),
               help="Train with N processes (DistributedDataParallel; or start under torchrun).")
+@click.option("--target", default=None, help="Refine models: the dataset to refine towards (default: DATASET's "
+              "declared counterpart).")
 @click.pass_context
 def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_leaderboard, no_plots, no_timing,
-        quiet, overrides, nproc):
+        quiet, overrides, nproc, target):
     """Train MODEL on DATASET, sample, score, record, update the leaderboard."""
     from .runner import RunOptions
     from .runner import run as do_run
@@ -153,7 +155,7 @@ def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_
                       metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
                       out=Path(out), resume=resume, leaderboard=None if no_leaderboard else Path(lb),
                       progress=not quiet, timing=not no_timing, plots=not no_plots,
-                      datasets_files=ctx.obj["datasets_files"], overrides=_kv(overrides),
+                      datasets_files=ctx.obj["datasets_files"], overrides=_kv(overrides), target=target,
                       log=lambda s: click.echo(s, err=True))
     record = do_run(opts)
     if "rank" in record:  # a worker of a multi-process run: rank 0 reports

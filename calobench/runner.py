@@ -44,6 +44,7 @@ class RunOptions:
     plots: bool = True
     datasets_files: tuple = ()
     overrides: dict = field(default_factory=dict)
+    target: str | None = None  # refine runs: the dataset to refine towards (default: the source's counterpart)
     log: object = print
 
 
@@ -214,20 +215,35 @@ def run(opts: RunOptions) -> dict:
         distributed.shutdown()
 
 
+def _target(opts, catalog, model_cls, ds, info):
+    """The dataset a refine run refines towards: ``--target``, else the source's declared counterpart."""
+    if model_cls.task != "refine":
+        if opts.target:
+            raise CalobenchError(f"--target is for refine models; '{model_cls.name}' generates")
+        return None
+    name = opts.target or ds.counterpart
+    if not name:
+        raise CalobenchError(f"dataset '{ds.name}' declares no counterpart to refine towards; name one with --target")
+    target = catalog.get(name)
+    shape = tuple(dataset_info(target).geometry.shape)
+    if shape != tuple(info.geometry.shape):
+        raise CalobenchError(f"target '{name}' has showers of shape {shape}, the source '{ds.name}' "
+                             f"{tuple(info.geometry.shape)}: a refiner maps one onto the other")
+    return target
+
+
 def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
     log = opts.log if distributed.is_main() else (lambda s: None)
     info = dataset_info(ds)
     reason = model_cls.supports(info)
     if reason:
         raise CalobenchError(reason)
-    target_ds = None
-    if model_cls.task == "refine":
-        if not ds.counterpart:
-            raise CalobenchError(f"dataset '{ds.name}' declares no counterpart to refine towards")
-        target_ds = catalog.get(ds.counterpart)
+    target_ds, board = _target(opts, catalog, model_cls, ds, info), ds.name
+    if target_ds is not None and target_ds.name != ds.counterpart:  # scores against another target: own board
+        board = f"{ds.name}_to_{target_ds.name}"
     config = model_cls.config_for(opts.preset, opts.overrides)
 
-    run_dir = Path(opts.out) / f"{ds.name}__{model_cls.name}__{opts.preset}__seed{opts.seed}"
+    run_dir = Path(opts.out) / f"{board}__{model_cls.name}__{opts.preset}__seed{opts.seed}"
     if run_dir.exists() and any(run_dir.iterdir()) and not opts.resume:
         raise CalobenchError(f"{run_dir} already exists; pass --resume to continue it or --out to start elsewhere")
     distributed.barrier()  # every rank has checked before rank 0 creates anything
@@ -242,7 +258,8 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
     for stale in run_dir.glob(".*.tmp"):  # temp files of a run killed mid-write; the real files are intact
         stale.unlink()
     write_json(run_dir / "config.json", {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset,
-                                         "seed": opts.seed, "config": config})
+                                         "seed": opts.seed, "config": config,
+                                         **({"target": target_ds.name} if target_ds is not None else {})})
 
     log(f"data: preparing {ds.name} (cache {ds.split_path('train').parent})")
     ds.prepare(progress=opts.progress)
@@ -304,8 +321,9 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
         "schema": 1,
         "kind": "run",
         "model": model_cls.name,
-        "dataset": ds.name,
+        "dataset": board,  # the leaderboard it belongs to: the source, or source_to_target for another target
         "dataset_key": ds.key,
+        **({"source": ds.name, "target": target_ds.name, "target_key": target_ds.key} if target_ds is not None else {}),
         "task": model_cls.task,
         "preset": opts.preset,
         "seed": opts.seed,

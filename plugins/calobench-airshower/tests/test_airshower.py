@@ -119,6 +119,10 @@ airshower_sim:
   params: {variant: sim}
   counterpart: airshower
   splits: {train: {n: 500, seed: 11}, test: {n: 300, seed: 3}}
+airshower_other:
+  simulator: airshower
+  params: {variant: data}
+  splits: {train: {n: 500, seed: 31}, test: {n: 300, seed: 3}}
 airshower_pattern:
   simulator: airshower
   params: {variant: data, view: pattern}
@@ -146,3 +150,28 @@ def test_smoke_runs(tmp_path, model, dataset, metrics, plot):
     if model == "airshower_refiner":
         assert rec["task"] == "refine"
         assert set(rec["metrics"]["refinement_utility"]["details"]) >= {"sim", "refined", "data"}
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+def test_refine_towards_another_target(tmp_path):
+    (tmp_path / "small.yaml").write_text(SMALL)
+    env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache"), "CALOBENCH_DATASETS": str(tmp_path / "small.yaml")}
+
+    def run(*args):
+        return subprocess.run([EXE, "run", "--preset", "smoke", "--quiet", "--no-plots", "--no-timing",
+                               "--metrics", "wasserstein", *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    r = run("--model", "airshower_refiner", "--dataset", "airshower_sim", "--target", "airshower_other")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "runs/airshower_sim_to_airshower_other__airshower_refiner__smoke__seed0/record.json")
+                     .read_text())
+    assert (rec["dataset"], rec["source"], rec["target"]) == ("airshower_sim_to_airshower_other", "airshower_sim",
+                                                              "airshower_other")
+    assert (tmp_path / "leaderboard/airshower_sim_to_airshower_other.md").exists()
+    assert not (tmp_path / "leaderboard/airshower_sim.md").exists()  # not mixed with runs against the counterpart
+    for args, msg in [(("--model", "airshower_refiner", "--dataset", "airshower_sim", "--target", "airshower_pattern"),
+                       "target 'airshower_pattern' has showers of shape (9, 9)"),
+                      (("--model", "airshower_wgan", "--dataset", "airshower_pattern", "--target", "airshower"),
+                       "--target is for refine models")]:
+        r = run(*args)
+        assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
