@@ -38,5 +38,11 @@ def make_plots(dataset, real, generated, outdir, model, extra):
     if shape == (9, 9) and "energy" in real.conditions:
         return [plots.patterns(real, generated, outdir)]
     if shape == (9, 9, 80) and getattr(model, "task", "") == "refine":
-        return [plots.paired_traces(real, model.dataset.load("test"), generated, outdir)]
+        from .metrics import predictions
+
+        written = [plots.paired_traces(real, model.dataset.load("test"), generated, outdir)]
+        pred = predictions(real, generated)  # present when the refinement_utility metrics ran
+        if pred is not None:
+            written.append(plots.energy_reconstruction(pred, outdir))
+        return written
     return []

@@ -42,15 +42,23 @@ def utility(real, generated, ctx) -> dict:
     source = None if ctx.source is None else (ctx.source.key or ctx.source.name)
     key = ("refinement_utility", id(real), ctx.seed, ctx.dataset.key or ctx.dataset.name, source)
     if key not in generated.cache:
-        generated.cache[key] = _utility(real, generated, ctx)
+        generated.cache[key], generated.cache[PREDICTIONS, id(real)] = _utility(real, generated, ctx)
     return generated.cache[key]
+
+
+PREDICTIONS = "refinement_utility_predictions"  # per-event energies, for the run's plot
+
+
+def predictions(real, generated) -> dict | None:
+    """The (a)/(b)/(c) reconstructed energies of a utility computed on (real, generated), if any."""
+    return generated.cache.get((PREDICTIONS, id(real)))
 
 
 def _utility(real, generated, ctx) -> dict:
     n = len(generated) // 2
     test = real.take(np.arange(len(real) - min(n, len(real) // 2), len(real)))
     e = test.conditions["energy"]
-    out = {"n_train": n, "n_eval": len(test)}
+    out, preds = {"n_train": n, "n_eval": len(test)}, {"true": e}
     rng = ctx.rng(21)
     nets = {"data": cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-n{n}", ctx.dataset.load("train").head(n),
                                      ctx.seed)}
@@ -66,7 +74,8 @@ def _utility(real, generated, ctx) -> dict:
         pred = predict_energy(net, test.array())
         out[k] = response(pred, e)
         out[k]["rms_unc"] = _bootstrap_rms(pred, e, rng)
-    return out
+        preds[k] = pred
+    return out, preds
 
 
 class RefinementUtility(Metric):

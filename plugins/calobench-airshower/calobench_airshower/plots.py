@@ -1,4 +1,5 @@
-"""Air-shower run plots: example patterns per energy; paired-event traces (seed's Fig. 5)."""
+"""Air-shower run plots: example patterns per energy; paired-event traces (seed's Fig. 5);
+reconstructed vs true energy for AixNet trained on (a) simulation, (b) refined, (c) data."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,3 +42,31 @@ def paired_traces(data, sim, refined, outdir) -> str:
         ax.set_title(f"{title}: station ({a},{b}), E = {data.conditions['energy'][event]:.0f} EeV", fontsize=9)
         ax.legend(fontsize=8)
     return save(fig, Path(outdir) / "airshower_paired_traces.png")
+
+
+LABELS = {"sim": "(a) trained on simulation", "refined": "(b) trained on refined", "data": "(c) trained on data"}
+
+
+def energy_reconstruction(pred: dict, outdir) -> str:
+    """E_rec vs E on the data test half, one panel per training sample, with the median and the
+    16-84 % band of E_rec / E in bins of E (the refinement-utility metric's predictions)."""
+    plt = _mpl()
+    true = pred["true"]
+    keys = [k for k in LABELS if k in pred]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False, sharey=True)
+    edges = np.geomspace(1, 100, 9)
+    mid = np.sqrt(edges[1:] * edges[:-1])
+    which = np.digitize(true, edges[1:-1])
+    hi = max(100.0, float(max(np.percentile(pred[k], 99.5) for k in keys)))
+    for ax, k in zip(axes[0], keys):
+        ax.scatter(true, pred[k], s=2, alpha=0.3, color="tab:blue", rasterized=True)
+        q = np.array([np.percentile(pred[k][which == b], (16, 50, 84)) if (which == b).sum() >= 5 else [np.nan] * 3
+                      for b in range(len(mid))])
+        ax.fill_between(mid, q[:, 0], q[:, 2], color="tab:orange", alpha=0.3, label="16-84 %")
+        ax.plot(mid, q[:, 1], color="tab:orange", label="median")
+        ax.plot([1, 100], [1, 100], "k--", lw=0.8)
+        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlim(1, 100), ax.set_ylim(0.5, hi)
+        ax.set_xlabel("true energy [EeV]"), ax.set_title(LABELS[k], fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0, 0].set_ylabel("reconstructed energy [EeV]")
+    return save(fig, Path(outdir) / "airshower_energy_reconstruction.png")

@@ -149,6 +149,7 @@ def test_smoke_runs(tmp_path, model, dataset, metrics, plot):
     assert (run / "plots" / plot).exists()
     if model == "airshower_refiner":
         assert rec["task"] == "refine"
+        assert (run / "plots" / "airshower_energy_reconstruction.png").exists()  # (a)/(b)/(c) E_rec vs E
         assert set(rec["metrics"]["refinement_utility"]["details"]) >= {"sim", "refined", "data"}
 
 
