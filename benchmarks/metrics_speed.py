@@ -18,6 +18,7 @@ total; ``--out`` also writes a markdown table with the machine and versions.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -92,8 +93,12 @@ def main():
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--with-networks", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write a markdown table here")
+    ap.add_argument("--max-gib", type=float, default=None,
+                    help="skip sizes whose two samples exceed this (default: a third of the machine's memory)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.max_gib is None:
+        args.max_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 / 3
     reg = get_plugins().registry
     metrics = [m for m in select_metrics(reg, None) if args.with_networks or m.name not in NETWORKS]
     biggest = max(sizes)
@@ -105,11 +110,19 @@ def main():
         catalog = Catalog(reg)
         for name in args.datasets.split(","):
             ds = catalog.get(name)
+            cells = int(np.prod(ds.geometry.shape))
+            fits = [n for n in sizes if 2 * n * cells * 4 <= args.max_gib * 2**30]
+            for n in sorted(set(sizes) - set(fits)):
+                print(f"{name}: N={n} skipped, two samples need {2 * n * cells * 4 / 2**30:.2g} GiB "
+                      f"(--max-gib {args.max_gib:g})")
+            if not fits:
+                continue
             t0 = time.perf_counter()
-            real_all, gen_all = simulated(ds, biggest, 1), simulated(ds, biggest, 2)
-            print(f"{name} {ds.geometry.shape}: 2 x {biggest} simulated in {time.perf_counter() - t0:.0f} s", flush=True)
+            real_all, gen_all = simulated(ds, max(fits), 1), simulated(ds, max(fits), 2)
+            print(f"{name} {ds.geometry.shape}: 2 x {max(fits)} simulated in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
             results[f"{name} {tuple(ds.geometry.shape)}"] = time_suite(metrics, dataset_info(ds), real_all, gen_all,
-                                                                      sizes)
+                                                                      fits)
             del real_all, gen_all
     else:
         shape = tuple(int(s) for s in args.shape.split(","))
@@ -123,13 +136,22 @@ def main():
         results[f"synthetic {shape}"] = time_suite(metrics, info, real_all, gen_all, sizes)
     lines = []
     for what, rows in results.items():
-        lines.append(f"\n{what}\n{'metric':<30}" + "".join(f"{'N=' + str(n):>12}" for n in sizes))
+        lines.append(f"\n{what} (seconds)\n{'metric':<30}" + "".join(f"{'N=' + str(n):>14}" for n in sizes))
         for name, t in rows.items():
-            lines.append(f"{name:<30}" + "".join(f"{t[n]:>11.1f}s" for n in sizes))
-        lines.append(f"{'total':<30}" + "".join(f"{sum(r[n] for r in rows.values()):>11.1f}s" for n in sizes))
+            lines.append(f"{name:<30}" + "".join(f"{_cell(t, n):>14}" for n in sizes))
+        lines.append(f"{'total':<30}" + "".join(f"{_total(rows, n):>14}" for n in sizes))
     print("\n".join(lines))
     if args.out:
         write_table(args.out, results, sizes, args)
+
+
+def _cell(t: dict, n: int) -> str:
+    return f"{t[n]:.1f}" if n in t else "-"
+
+
+def _total(rows: dict, n: int) -> str:
+    have = [r[n] for r in rows.values() if n in r]
+    return f"{sum(have):.1f}" if have else "- (memory)"
 
 
 def write_table(path: Path, results: dict, sizes: list, args) -> None:
@@ -147,13 +169,14 @@ def write_table(path: Path, results: dict, sizes: list, args) -> None:
            f"{os.cpu_count()} cores, torch {torch.__version__}, calobench {calobench.__version__}, python "
            f"{platform.python_version()}. Seconds for real vs generated, N showers each (two independent "
            f"simulator samples), one process; metrics that train networks are "
-           f"{'included' if args.with_networks else 'left out'}.\n"]
+           f"{'included' if args.with_networks else 'left out'}. '-': two samples of that N need more than "
+           f"{args.max_gib:.3g} GiB, not run (`--max-gib`; default a third of the memory).\n"]
     for what, rows in results.items():
         out.append(f"\n## {what}\n\n| metric | " + " | ".join(f"N={n:,}" for n in sizes) + " |")
         out.append("|---|" + "---:|" * len(sizes))
         for name, t in rows.items():
-            out.append(f"| {name} | " + " | ".join(f"{t[n]:.1f}" for n in sizes) + " |")
-        out.append("| **total** | " + " | ".join(f"**{sum(r[n] for r in rows.values()):.1f}**" for n in sizes) + " |")
+            out.append(f"| {name} | " + " | ".join(_cell(t, n) for n in sizes) + " |")
+        out.append("| **total** | " + " | ".join(f"**{_total(rows, n)}**" for n in sizes) + " |")
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(out) + "\n")
 
