@@ -1,14 +1,16 @@
 """Generation fast paths measured side by side: plain vs each opt-in, per model, one run.
 
     python benchmarks/fast_paths.py [--models hgcal_wgan,3dgan] [--batches 1,100]
-        [--paths generation_compile,channels_last,generation_amp=bf16] [--rounds 2]
+        [--paths generation_compile,channels_last,generation_amp=bf16,threads=1] [--rounds 2]
         [--out leaderboard/fast_paths.md]
 
 For every model and batch size, each variant (plain first, then every fast path) is timed by
 ``benchmarks/speed.py --one`` in its own process (median of up to 10 calls after a warm-up;
 the warm-up pays for compilation). Variants are interleaved for ``--rounds`` rounds and the
 best round is kept, so a noisy neighbour hurts every variant alike. Prints showers/s and the
-ratio to plain; ``--out`` writes the table with the machine and versions.
+ratio to plain; ``--out`` writes the table with the machine and versions. A path
+``threads=N`` times plain generation with N torch CPU threads (plain uses ``--threads``, or
+torch's default: one per core).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 def measure(model: str, batches: str, setting: str | None, device: str, budget: float, threads: int | None) -> dict:
     cmd = [sys.executable, str(HERE / "speed.py"), "--one", model, "--batches", batches, "--no-train",
            "--device", device, "--budget", str(budget)]
+    if setting and setting.startswith("threads="):  # a CPU thread count instead of a config flag
+        threads, setting = int(setting.split("=", 1)[1]), None
     cmd += [f"--set={setting}=true" if setting and "=" not in setting else f"--set={setting}"] if setting else []
     cmd += [f"--threads={threads}"] if threads else []
     r = subprocess.run(cmd, capture_output=True, text=True)
