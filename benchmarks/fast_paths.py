@@ -10,7 +10,7 @@ the warm-up pays for compilation). Variants are interleaved for ``--rounds`` rou
 best round is kept, so a noisy neighbour hurts every variant alike. Prints showers/s and the
 ratio to plain; ``--out`` writes the table with the machine and versions. A path
 ``threads=N`` times plain generation with N torch CPU threads (plain uses ``--threads``, or
-torch's default: one per core).
+torch's default: one per core); ``a+b`` applies several paths at once.
 """
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ HERE = Path(__file__).resolve().parent
 def measure(model: str, batches: str, setting: str | None, device: str, budget: float, threads: int | None) -> dict:
     cmd = [sys.executable, str(HERE / "speed.py"), "--one", model, "--batches", batches, "--no-train",
            "--device", device, "--budget", str(budget)]
-    if setting and setting.startswith("threads="):  # a CPU thread count instead of a config flag
-        threads, setting = int(setting.split("=", 1)[1]), None
-    cmd += [f"--set={setting}=true" if setting and "=" not in setting else f"--set={setting}"] if setting else []
+    for part in setting.split("+") if setting else []:  # "a+b": several paths at once
+        if part.startswith("threads="):  # a CPU thread count instead of a config flag
+            threads = int(part.split("=", 1)[1])
+        else:
+            cmd.append(f"--set={part}" if "=" in part else f"--set={part}=true")
     cmd += [f"--threads={threads}"] if threads else []
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
