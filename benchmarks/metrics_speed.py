@@ -58,14 +58,12 @@ def synthetic(n, shape, seed, block=500):
 
 def simulated(ds, n: int, seed: int) -> ShowerData:
     """n showers from the dataset's simulator with its test-split parameters (filled in place)."""
-    sim, params = ds.simulator, ds.split_params("test")
-    seeds = np.random.SeedSequence(seed).spawn(-(-n // sim.block_size))
-    x, conds = np.empty((n, *ds.geometry.shape), np.float32), {}
-    for i, ss in zip(range(0, n, sim.block_size), seeds):
-        block = sim.simulate(min(sim.block_size, n - i), np.random.default_rng(ss), **params)
+    x, conds, i = np.empty((n, *ds.geometry.shape), np.float32), {}, 0
+    for block in ds.simulate_blocks(n, seed, ds.split_params("test")):
         x[i:i + len(block)] = block.showers
         for k, v in block.conditions.items():
             conds.setdefault(k, np.empty(n, np.float32))[i:i + len(block)] = v
+        i += len(block)
     return ShowerData(x, conds, ds.geometry)
 
 
@@ -156,7 +154,6 @@ def _total(rows: dict, n: int) -> str:
 
 def write_table(path: Path, results: dict, sizes: list, args) -> None:
     import datetime as dt
-    import os
     import platform
 
     import torch

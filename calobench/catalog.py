@@ -15,7 +15,8 @@ import numpy as np
 import yaml
 
 from .data import ConcatArray, H5Writer, ShowerData, cache_dir, read_hdf5
-from .errors import CalobenchError, unknown
+from .errors import CalobenchError, plugin_step, unknown
+from .io import remove_stale_temps
 
 USER_FILE_ENV = "CALOBENCH_DATASETS"
 BUILTIN_FILE = Path(__file__).with_name("datasets.yaml")
@@ -89,12 +90,21 @@ def validate_entry(name: str, entry, where: str) -> dict:
 
 def read_entries(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise CalobenchError(f"{path}: is a folder, not a datasets YAML file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CalobenchError(f"{path}: no such datasets file") from None
+    except UnicodeDecodeError as exc:
+        raise CalobenchError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+    except OSError as exc:
+        raise CalobenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise CalobenchError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CalobenchError(f"{path}: not valid YAML{where}: {what}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -161,20 +171,36 @@ class Dataset:
     def is_prepared(self, split: str) -> bool:
         return self.simulator is None or self.split_path(split).exists()
 
-    def prepare(self, splits=None, progress: bool = False) -> None:
+    def prepare(self, splits=None, progress: bool = False, error_log=None) -> None:
+        """Simulate (or fetch) the splits not yet in the cache; an exception inside the simulator is
+        one CalobenchError line naming it (its traceback appended to ``error_log``)."""
         for split in splits or self.splits:
             self._check_split(split)
             if self.simulator is not None and not self.split_path(split).exists():
-                self._simulate(split, progress)
+                remove_stale_temps(self.split_path(split).parent)
+                owner = self.registry.owner.get(("simulator", self.simulator.name), "?")
+                with plugin_step(f"simulator '{self.simulator.name}' (plugin {owner}) preparing {self.name}/{split}",
+                                 error_log):
+                    self._simulate(split, progress)
             elif self.simulator is None:
                 self._files(split)
+
+    def simulate_blocks(self, n: int, seed: int, params: dict):
+        """Yield ``n`` showers of the simulator in blocks of ``block_size``, each from its own
+        child seed of ``seed``: the scheme every simulated split is made with."""
+        sim = self.simulator
+        shape = tuple(sim.geometry(**params).shape)
+        blocks = [min(sim.block_size, n - i) for i in range(0, n, sim.block_size)]
+        for m, ss in zip(blocks, np.random.SeedSequence(seed).spawn(len(blocks))):
+            block = sim.simulate(m, np.random.default_rng(ss), **params)
+            if len(block) != m or tuple(block.geometry.shape) != shape:
+                raise CalobenchError(f"simulator '{sim.name}' returned a block of the wrong size or shape")
+            yield block
 
     def _simulate(self, split: str, progress: bool):
         sim, spec = self.simulator, self.entry["splits"][split]
         params = self.split_params(split)
         n, geometry = spec["n"], sim.geometry(**params)
-        blocks = [(i, min(sim.block_size, n - i)) for i in range(0, n, sim.block_size)]
-        seeds = np.random.SeedSequence(spec["seed"]).spawn(len(blocks))
         names = list(sim.condition_ranges(**params))
         attrs = {"dataset": self.name, "split": split, "simulator": sim.name,
                  "simulator_version": sim.version, "seed": spec["seed"], "params": params}
@@ -182,12 +208,9 @@ class Dataset:
 
         bar = tqdm(total=n, desc=f"simulating {self.name}/{split}", unit="shower", disable=not progress)
         with H5Writer(self.split_path(split), n, geometry, names, attrs) as w:
-            for (start, m), ss in zip(blocks, seeds):
-                block = sim.simulate(m, np.random.default_rng(ss), **params)
-                if len(block) != m or tuple(block.geometry.shape) != geometry.shape:
-                    raise CalobenchError(f"simulator '{sim.name}' returned a block of the wrong size or shape")
+            for block in self.simulate_blocks(n, spec["seed"], params):
                 w.append(block)
-                bar.update(m)
+                bar.update(len(block))
         bar.close()
 
     def _files(self, split: str) -> list:
@@ -267,9 +290,8 @@ class Catalog:
         self.entries: dict[str, tuple[dict, str]] = {}
         for name, e in read_entries(BUILTIN_FILE).items():
             self.entries[name] = (e, "datasets.yaml")
-        for name, e in registry.datasets.items():
-            owner = registry.owner[("dataset", name)]
-            self.entries[name] = (validate_entry(name, e, f"plugin {owner}"), f"plugin {owner}")
+        for name, e in registry.datasets.items():  # validated when the plugin registered them
+            self.entries[name] = (e, f"plugin {registry.owner[('dataset', name)]}")
         user = [p for p in os.environ.get(USER_FILE_ENV, "").split(os.pathsep) if p]
         for path in [*user, *extra_files]:
             for name, e in read_entries(path).items():

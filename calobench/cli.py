@@ -25,13 +25,35 @@ class Interrupted(UserError):
 
 class Group(click.Group):
     def invoke(self, ctx):
+        from .model import Interrupted as TrainingInterrupted
+
         try:
             return super().invoke(ctx)
         except CalobenchError as exc:
             raise UserError(str(exc)) from None
+        except TrainingInterrupted as exc:
+            raise Interrupted(f"interrupted: {exc}; rerun the same command with --resume to continue") from None
         except KeyboardInterrupt:
             raise Interrupted("interrupted; finished files and the last checkpoint are kept "
                               "(rerun the same command with --resume to continue)") from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: one line, the traceback in a log file
+            import os
+
+            if os.environ.get("CALOBENCH_DEBUG"):
+                raise
+            from .errors import plugin_step
+
+            try:
+                with plugin_step("calobench"):
+                    raise exc
+            except CalobenchError as err:
+                raise UserError(f"internal error: {err} (CALOBENCH_DEBUG=1 shows it here)") from None
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # batch schedulers send SIGTERM before killing a job: behave as Ctrl-C
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):
@@ -42,8 +64,12 @@ def _plugins():
     from .plugins import get_plugins
 
     p = get_plugins()
-    for name, err in p.registry.failed.items():
-        click.echo(f"warning: plugin '{name}' failed to load: {err}", err=True)
+    if not getattr(p, "_warned", False):
+        p._warned = True
+        for name, err in p.registry.failed.items():
+            click.echo(f"warning: plugin '{name}' not loaded: {err}", err=True)
+        for w in p.registry.warnings:
+            click.echo(f"warning: {w}", err=True)
     return p
 
 
@@ -105,45 +131,40 @@ def plugins(show_all):
         click.echo(f"failed: {name}: {err}", err=True)
 
 
-def _kv(pairs):
-    out = {}
-    for item in pairs:
-        if "=" not in item:
-            raise CalobenchError(f"--set expects KEY=VALUE, got '{item}'")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 @cli.command()
 @click.option("--model", required=True, help="Model name (see `calobench list models`).")
 @click.option("--dataset", required=True, help="Dataset name (see `calobench list datasets`).")
 @click.option("--preset", default="default", show_default=True, help="smoke | default | paper (or the model's own).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--metrics", default=None, help="Comma-separated metric names (default: all installed).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Runs folder.")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
-@click.option("--leaderboard", "lb", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
-@click.option("--no-leaderboard", is_flag=True, help="Do not add the record to the leaderboard.")
+@click.option("--leaderboard", "lb", default=None, type=click.Path(file_okay=False),
+              help="Add the record to the leaderboard in this folder (default: none; the record is always in the "
+              "run folder). Presets marked unranked (smoke) never reach a board.")
 @click.option("--no-plots", is_flag=True)
 @click.option("--no-timing", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a model option or runner setting; VALUE is JSON when it parses (5, 1e-3, true, null, "
+              "[1,2]), else text. Unknown keys and bad values are errors.")
 @click.option("--nproc", default=1, show_default=True, type=click.IntRange(1),
               help="Train with N processes (DistributedDataParallel; or start under torchrun).")
 @click.option("--target", default=None, help="Refine models: the dataset to refine towards (default: DATASET's "
               "declared counterpart).")
 @click.pass_context
-def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_leaderboard, no_plots, no_timing,
+def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_plots, no_timing,
         quiet, overrides, nproc, target):
     """Train MODEL on DATASET, sample, score, record, update the leaderboard."""
+    from .options import parse_set
     from .runner import RunOptions
     from .runner import run as do_run
 
+    overrides = parse_set(overrides)
     if nproc > 1:
         from .distributed import launched
 
@@ -153,9 +174,9 @@ def run(ctx, model, dataset, preset, seed, device, metrics, out, resume, lb, no_
     _plugins()
     opts = RunOptions(model=model, dataset=dataset, preset=preset, seed=seed, device=device,
                       metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-                      out=Path(out), resume=resume, leaderboard=None if no_leaderboard else Path(lb),
+                      out=Path(out), resume=resume, leaderboard=Path(lb) if lb else None,
                       progress=not quiet, timing=not no_timing, plots=not no_plots,
-                      datasets_files=ctx.obj["datasets_files"], overrides=_kv(overrides), target=target,
+                      datasets_files=ctx.obj["datasets_files"], overrides=overrides, target=target,
                       log=lambda s: click.echo(s, err=True))
     record = do_run(opts)
     if "rank" in record:  # a worker of a multi-process run: rank 0 reports
@@ -237,7 +258,7 @@ def _print_results(record):
         if e["status"] != "ok":
             click.echo(f"  {name:<22} {e['status']:>22}  {e.get('note', '')}")
             continue
-        arrow = "↑" if e["higher_is_better"] else "↓"
+        arrow = f"→{e['target']:g}" if e.get("target") is not None else "↑" if e["higher_is_better"] else "↓"
         val = f"{e['value']:.4g} ± {e['uncertainty']:.2g}"
         floor = f"{e['floor']:.4g} ± {e['floor_uncertainty']:.2g}" if "floor" in e else "-"
         click.echo(f"  {name + ' ' + arrow:<22} {val:>22} {floor:>24}")
@@ -253,9 +274,10 @@ def _print_results(record):
 @click.option("--dataset", required=True)
 @click.option("--samples", required=True, type=click.Path(dir_okay=False), help="calobench-layout HDF5 file.")
 @click.option("--metrics", default=None, help="Comma-separated metric names (default: all).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--name", default=None, help="Model name: also add the result to the leaderboard under it.")
-@click.option("--leaderboard", "lb", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--name", default=None, help="Model name: with --leaderboard, add the result to that board under it.")
+@click.option("--leaderboard", "lb", default=None, type=click.Path(file_okay=False),
+              help="Board folder to add the record to (needs --name).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the record JSON here.")
 @click.pass_context
 def evaluate(ctx, dataset, samples, metrics, seed, name, lb, out):
@@ -264,7 +286,7 @@ def evaluate(ctx, dataset, samples, metrics, seed, name, lb, out):
 
     _plugins()
     record = do_eval(dataset, Path(samples), [m.strip() for m in metrics.split(",")] if metrics else None,
-                     seed=seed, name=name, leaderboard=Path(lb), out=Path(out) if out else None,
+                     seed=seed, name=name, leaderboard=Path(lb) if lb else None, out=Path(out) if out else None,
                      datasets_files=ctx.obj["datasets_files"], log=lambda s: click.echo(s, err=True))
     _print_results(record)
     for p in record.get("leaderboard", []):
@@ -300,13 +322,33 @@ def data_info(ctx, dataset):
 @click.option("--dir", "folder", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
 def leaderboard(folder):
     """Regenerate DIR/*.md from the JSON records in DIR/records/."""
+    from .io import locked
     from .leaderboard import render
 
-    paths = render(folder)
+    if not (Path(folder) / "records").is_dir():
+        raise CalobenchError(f"{Path(folder) / 'records'}: no such folder of records")
+    with locked(folder):
+        paths = render(folder)
     if not paths:
         click.echo(f"no records in {Path(folder) / 'records'}")
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+def records(folders):
+    """List every record under FOLDERS (default: runs and leaderboard), smoke runs included."""
+    from .leaderboard import list_records
+
+    found = list_records(folders or ("runs", "leaderboard"))
+    if not found:
+        click.echo("no records")
+    for p, r in found:
+        ranked = "ranked" if r.get("ranked", True) else "unranked"
+        click.echo(f"{r.get('dataset', '?'):<22} {str(r.get('model', '?')):<20} {r.get('preset', '?'):<8} "
+                   f"{str(r.get('config_hash', '-'))[:8]:<9} seed {r.get('seed', '?'):<4} {ranked:<9} "
+                   f"{r.get('date', '')[:10]}  {p}")
 
 
 def add_plugin_commands() -> None:
@@ -316,11 +358,16 @@ def add_plugin_commands() -> None:
 
 
 def main():
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm)
     try:
         add_plugin_commands()
     except CalobenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except Exception as exc:  # a plugin's register_commands is broken: the rest still works
+        click.echo(f"warning: a plugin's register_commands failed: {type(exc).__name__}: {exc}", err=True)
     cli(prog_name="calobench")
 
 

@@ -101,8 +101,13 @@ def mean(value: torch.Tensor) -> torch.Tensor:
 
 def broadcast_flag(flag: bool) -> bool:
     """Rank 0's value of a boolean, on every rank (e.g. the time-based checkpoint decision)."""
+    return bool(broadcast_int(int(flag)))
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's value of a small integer (e.g. several decisions packed as bits), on every rank."""
     if world_size() == 1:
-        return flag
-    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        return value
+    t = torch.tensor([int(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return int(t.item())

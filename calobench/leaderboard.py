@@ -1,8 +1,12 @@
-"""Leaderboard: JSON records in ``<dir>/records/`` -> one markdown table per dataset.
+"""Leaderboard: JSON records in ``<dir>/records/`` -> one markdown table per dataset key.
 
-The tables are regenerated from the records only; nothing is edited by hand. Each table
-has a *floor* row (every metric on two independent real samples), rows ranked by the mean
-of their per-metric ranks, each metric shown as ``value ± uncertainty`` with its arrow.
+The tables are regenerated from the records only, deterministically; nothing is edited by
+hand. One row per (model, config hash): its seeds collapse into the mean, ``±`` the spread over
+seeds (sample standard deviation) when there are several, else the metric's own uncertainty.
+The floor row (every metric on two independent real samples) is shared by the whole board:
+floors are computed with one fixed seed per (dataset key, metric version, N). Rows are ranked by
+the mean of their per-metric ranks; a metric with a target value ranks by the distance to it.
+Records of presets that are not for boards (``ranked: false``, e.g. smoke runs) are refused.
 """
 from __future__ import annotations
 
@@ -13,30 +17,42 @@ import numpy as np
 import pandas as pd
 
 from .errors import CalobenchError
-from .io import write_json, write_text
+from .io import locked, read_json, remove_stale_temps, write_json, write_text
+
+SCHEMA = 2
 
 
 def record_name(record: dict) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(record["model"]))
-    return f"{record['dataset']}__{safe}__{record['preset']}__seed{record['seed']}.json"
+    return f"{record['dataset']}__{safe}__{record['config_hash']}__seed{record['seed']}.json"
 
 
 def add_record(folder, record: dict) -> list:
+    """Write ``record`` into ``folder/records/`` and regenerate its board (under a lock)."""
+    if not record.get("ranked", True):
+        raise CalobenchError(f"preset '{record.get('preset')}' is not for leaderboards; its record stays in the "
+                             "run folder")
     folder = Path(folder)
     slim = {k: v for k, v in record.items() if k not in ("leaderboard",)}
     if "train" in slim:
         slim["train"] = {k: v for k, v in slim["train"].items() if k != "history"}
-    write_json(folder / "records" / record_name(record), slim)
-    return render(folder, datasets=[record["dataset"]])
+    with locked(folder):
+        remove_stale_temps(folder)
+        remove_stale_temps(folder / "records")
+        write_json(folder / "records" / record_name(record), slim)
+        return render(folder, datasets=[record["dataset"]])
 
 
 def load_records(folder) -> list:
     records = []
     for p in sorted((Path(folder) / "records").glob("*.json")):
-        try:
-            records.append(json.loads(p.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CalobenchError(f"{p}: unreadable record ({exc})") from None
+        r = read_json(p)
+        if not isinstance(r, dict) or r.get("schema") != SCHEMA:
+            raise CalobenchError(f"{p}: a record of schema {r.get('schema') if isinstance(r, dict) else '?'}, "
+                                 f"this calobench reads schema {SCHEMA}; regenerate it with a new run")
+        if not r.get("ranked", True):
+            raise CalobenchError(f"{p}: a record of a preset that is not for leaderboards ('{r.get('preset')}')")
+        records.append(r)
     return records
 
 
@@ -44,79 +60,167 @@ def _fmt(v, u=None) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "n/a"
     s = f"{v:.4g}"
-    if u is not None:
+    if u is not None and np.isfinite(u):
         s += f" ± {u:.2g}"
     return s
 
 
-def table(records: list) -> pd.DataFrame:
-    """The leaderboard of one dataset as a DataFrame (floor row first)."""
-    # a metric that applies to no record of this dataset (n/a everywhere) gets no column
-    metric_names = sorted({m for r in records for m, e in r["metrics"].items() if e.get("status") != "n/a"})
-    arrows = {}
+def _arrow(e: dict) -> str:
+    if e.get("target") is not None:
+        return f"→{e['target']:g}"
+    return "↑" if e.get("higher_is_better") else "↓"
+
+
+def _ok(record: dict, metric: str) -> bool:
+    e = record["metrics"].get(metric, {})
+    return e.get("status", "ok") == "ok" and e.get("value") is not None
+
+
+def rows(records: list) -> list:
+    """One row per (model, config hash): its records (seeds) and per-metric mean and spread."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((str(r["model"]), r["config_hash"]), []).append(r)
+    out = []
+    for (model, chash), recs in sorted(groups.items()):
+        recs = sorted(recs, key=lambda r: r["seed"])
+        metrics = {}
+        for m in sorted({m for r in recs for m in r["metrics"]}):
+            vals = [r["metrics"][m]["value"] for r in recs if _ok(r, m)]
+            if not vals:
+                continue
+            if len(vals) > 1:
+                metrics[m] = (float(np.mean(vals)), float(np.std(vals, ddof=1)), len(vals))
+            else:
+                e = next(r["metrics"][m] for r in recs if _ok(r, m))
+                metrics[m] = (float(vals[0]), e.get("uncertainty"), 1)
+        out.append({"model": model, "config_hash": chash, "records": recs, "metrics": metrics})
+    return out
+
+
+def floors(records: list) -> dict:
+    """metric -> (value, uncertainty, N, consistent) of the board's floor: the largest N recorded,
+    the newest metric version; ``consistent`` is False when records disagree on that floor."""
+    seen: dict = {}
     for r in records:
         for m, e in r["metrics"].items():
-            arrows[m] = "↑" if e.get("higher_is_better") else "↓"
-    # rank: mean over metrics of each record's rank among records with a value
-    ranks = np.zeros(len(records))
-    counts = np.zeros(len(records))
+            if "floor" in e and e.get("status") == "ok":
+                seen.setdefault(m, {}).setdefault((e.get("version", 1), e.get("floor_n", 0)), set()).add(
+                    (e["floor"], e.get("floor_uncertainty")))
+    out = {}
+    for m, by_key in seen.items():
+        key = max(by_key, key=lambda k: (k[1], k[0]))
+        vals = sorted(by_key[key], key=lambda x: (x[0], x[1] or 0))
+        out[m] = (vals[0][0], vals[0][1], key[1], len(vals) == 1)
+    return out
+
+
+def table(records: list) -> pd.DataFrame:
+    """The leaderboard of one dataset key as a DataFrame (floor row first)."""
+    grouped = rows(records)
+    metric_names = sorted({m for g in grouped for m in g["metrics"]})
+    proto = {}
+    for r in records:
+        for m, e in r["metrics"].items():
+            proto.setdefault(m, e)
+    ranks, counts = np.zeros(len(grouped)), np.zeros(len(grouped))
     for m in metric_names:
-        vals = [(i, r["metrics"].get(m, {}).get("value")) for i, r in enumerate(records)]
-        vals = [(i, v) for i, v in vals if v is not None and r_ok(records[i], m)]
-        if not vals:
-            continue
-        sign = -1 if arrows[m] == "↑" else 1
-        order = pd.Series([sign * v for _, v in vals]).rank(method="min").to_numpy()
-        for (i, _), rk in zip(vals, order):
+        e = proto[m]
+        have = [(i, g["metrics"][m][0]) for i, g in enumerate(grouped) if m in g["metrics"]]
+        if e.get("target") is not None:
+            keys = [abs(v - e["target"]) for _, v in have]
+        else:
+            keys = [-v if e.get("higher_is_better") else v for _, v in have]
+        for (i, _), rk in zip(have, pd.Series(keys, dtype=float).rank(method="min").to_numpy()):
             ranks[i] += rk
             counts[i] += 1
     mean_rank = np.where(counts > 0, ranks / np.maximum(counts, 1), np.inf)
-    rows = []
-    latest = max(records, key=lambda r: r.get("date", ""))
-    floor = {"rank": "", "model": "*floor (real vs real)*", "preset": "", "plugin": "", "seed": ""}
+    fl = floors(records)
+    header = {"rank": "", "model": "*floor (real vs real)*", "preset": "", "config": "", "plugin": "", "seeds": ""}
     for m in metric_names:
-        e = latest["metrics"].get(m, {})
-        floor[f"{m} {arrows[m]}"] = _fmt(e.get("floor"), e.get("floor_uncertainty")) if "floor" in e else "n/a"
-    floor.update({"showers/s": "", "date": ""})
-    rows.append(floor)
-    for pos, i in enumerate(np.argsort(mean_rank, kind="stable")):
-        r = records[i]
-        row = {"rank": str(pos + 1), "model": r["model"], "preset": r["preset"],
-               "plugin": f"{r['model_plugin']['name']} {r['model_plugin']['version']}", "seed": str(r["seed"])}
+        if m in fl:
+            v, u, n, consistent = fl[m]
+            header[f"{m} {_arrow(proto[m])}"] = _fmt(v, u) + ("" if consistent else " (records disagree)")
+        else:
+            header[f"{m} {_arrow(proto[m])}"] = "n/a"
+    header.update({"showers/s": "", "date": ""})
+    table_rows = [header]
+    order = sorted(range(len(grouped)), key=lambda i: (mean_rank[i], grouped[i]["model"], grouped[i]["config_hash"]))
+    for pos, i in enumerate(order):
+        g = grouped[i]
+        last = max(g["records"], key=lambda r: r.get("date", ""))
+        row = {"rank": str(pos + 1), "model": g["model"], "preset": last["preset"], "config": g["config_hash"][:8],
+               "plugin": f"{last['model_plugin']['name']} {last['model_plugin']['version']}",
+               "seeds": ",".join(str(r["seed"]) for r in g["records"])}
         for m in metric_names:
-            e = r["metrics"].get(m)
-            row[f"{m} {arrows[m]}"] = _fmt(e.get("value"), e.get("uncertainty")) if e and r_ok(r, m) else "n/a"
-        sps = r.get("generation", {}).get("showers_per_s", {})
-        best = max(sps.values()) if sps else None
-        row["showers/s"] = f"{best:,.0f} ({r['generation']['device']})" if best else "-"
-        row["date"] = r.get("date", "")[:10]
-        rows.append(row)
-    return pd.DataFrame(rows)
+            if m in g["metrics"]:
+                v, u, n = g["metrics"][m]
+                row[f"{m} {_arrow(proto[m])}"] = _fmt(v, u)
+            else:
+                row[f"{m} {_arrow(proto[m])}"] = "n/a"
+        sps = [max(r.get("generation", {}).get("showers_per_s", {}).values() or [0]) for r in g["records"]]
+        best = max(sps) if sps else 0
+        row["showers/s"] = f"{best:,.0f} ({last['generation']['device']})" if best else "-"
+        row["date"] = last.get("date", "")[:10]
+        table_rows.append(row)
+    return pd.DataFrame(table_rows)
 
 
-def r_ok(record: dict, metric: str) -> bool:
-    return record["metrics"].get(metric, {}).get("status", "ok") == "ok"
+def _boards(records: list) -> dict:
+    """file stem -> records: one board per (dataset, dataset key); ``<dataset>`` when the dataset has
+    one key on this folder, else ``<dataset>@<key hash>`` for each."""
+    by_key: dict = {}
+    for r in records:
+        by_key.setdefault((r["dataset"], r.get("target_key") or r["dataset_key"]), []).append(r)
+    keys_per_ds: dict = {}
+    for ds, key in by_key:
+        keys_per_ds.setdefault(ds, set()).add(key)
+    out = {}
+    for (ds, key), recs in by_key.items():
+        stem = ds if len(keys_per_ds[ds]) == 1 else f"{ds}@{key.rsplit('-', 1)[-1]}"
+        out[stem] = (ds, key, recs)
+    return out
 
 
 def render(folder, datasets=None) -> list:
-    """Regenerate ``<folder>/<dataset>.md`` from the records; return the paths written."""
+    """Regenerate ``<folder>/<board>.md`` from the records; return the paths written."""
     folder = Path(folder)
-    records = load_records(folder)
-    by_ds: dict = {}
-    for r in records:
-        by_ds.setdefault(r["dataset"], []).append(r)
     written = []
-    for ds, recs in sorted(by_ds.items()):
+    for stem, (ds, key, recs) in sorted(_boards(load_records(folder)).items()):
         if datasets is not None and ds not in datasets:
             continue
+        n_rows = len({(r["model"], r["config_hash"]) for r in recs})
         df = table(recs)
+        fl = floors(recs)
+        ns = sorted({v[2] for v in fl.values()})
         text = (f"# Leaderboard: `{ds}`\n\n"
-                f"Generated by `calobench leaderboard` from {len(recs)} record(s) in `records/`; do not edit.\n"
-                "Rows are ranked by the mean of their per-metric ranks. ↓ lower is better, ↑ higher is better; "
-                "± is each metric's own uncertainty. The floor row is every metric on two independent real "
-                "samples of the same size: what a perfect generator scores.\n\n"
+                f"Dataset key `{key}`. Generated by `calobench leaderboard` from {len(recs)} record(s) "
+                f"({n_rows} row(s)) in `records/`; do not edit.\n"
+                "Rows are ranked by the mean of their per-metric ranks (→x: ranked by the distance to x). "
+                "↓ lower is better, ↑ higher is better. One row per model and config hash: with several seeds, "
+                "the mean ± the spread over seeds, else ± the metric's own uncertainty. The floor row is every "
+                "metric on two independent real samples"
+                + (f" of {', '.join(map(str, ns))} showers" if ns else "")
+                + ", computed with one fixed seed: what a perfect generator scores.\n\n"
                 + df.to_markdown(index=False) + "\n")
-        path = folder / f"{ds}.md"
+        path = folder / f"{stem}.md"
         write_text(path, text)
         written.append(path)
     return written
+
+
+def list_records(folders) -> list:
+    """Every record under ``folders`` (run folders' record.json and boards' records/*.json), ranked or not."""
+    out = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.exists():
+            continue
+        for p in sorted(set(folder.rglob("record.json")) | set(folder.rglob("records/*.json"))):
+            try:
+                r = json.loads(p.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(r, dict) and "metrics" in r:
+                out.append((p, r))
+    return out

@@ -29,6 +29,7 @@ class MetricContext:
     seed: int = 0
     device: str = "cpu"
     source: DatasetInfo | None = None  # refine tasks: the dataset the refined showers came from
+    quick: bool = False  # a smoke run: use the cheapest settings that still exercise the code
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
@@ -40,10 +41,16 @@ class Metric:
     ``applies_to`` returns None or the reason the metric does not apply (the leaderboard
     shows n/a). ``min_showers`` is the smallest sample the metric can say anything about;
     below it the runner skips the metric with a note instead of failing the run.
+    ``version``: bump it whenever the definition changes (floors and boards keep versions apart).
+    ``target``: the ideal value when it is neither the smallest nor the largest (e.g. a ratio
+    whose ideal is 1); rows are then ranked by the distance to it.
+    A NaN/inf value is recorded as a failed metric.
     """
 
     name: str = ""
     higher_is_better: bool = False
+    version: int = 1
+    target: float | None = None
     min_showers: int = 2
     description: str = ""
 
@@ -55,4 +62,6 @@ class Metric:
 
     @property
     def arrow(self) -> str:
+        if self.target is not None:
+            return f"→{self.target:g}"
         return "↑" if self.higher_is_better else "↓"

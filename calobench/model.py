@@ -1,16 +1,30 @@
 """The Model interface and the Trainer that owns the training loop's chores.
 
-A model builds its networks in ``__init__``, trains in ``fit`` by iterating
-``trainer.steps(self, total)`` (progress bar, periodic atomic checkpoints, exact resume,
-NaN/inf checks are the trainer's job) and generates with ``sample`` (task ``generate``:
-conditions -> showers) or ``refine`` (task ``refine``: source showers -> target-like).
-Weights are saved as safetensors; checkpoints load with ``torch.load(weights_only=True)``,
-so nothing is ever unpickled.
+Lifecycle of a model in a run (``calobench run``):
+
+1. ``Model(dataset, config, device)``: ``config`` is the model's validated options as a dict
+   (preset + ``Options`` defaults + ``--set``; ``self.options`` is the typed object). Build the
+   networks into ``self.nets`` and their optimisers into ``self.optimizers`` here.
+2. ``fit(train, trainer, validation)``: loop over ``trainer.steps(self, n)`` (one phase named
+   "train"), or over several named phases ``trainer.phase("pretrain", n1)`` then
+   ``trainer.phase("main", n2)``. Register anything else with a state dict (schedulers, EMA,
+   best weights, GradScaler) with ``trainer.track(name, obj)`` before its first phase. On
+   ``--resume`` the saved state (weights, optimisers, tracked objects, random generators) is
+   restored when ``fit`` first enters a phase, so set-up code before it simply runs again;
+   finished phases are then skipped whole, and the interrupted one continues at its next step.
+   ``trainer.stop()`` (or a plain ``break``) ends a phase early; the checkpoint is still written.
+3. ``sample(conditions)`` (task ``generate``) or ``refine(showers)`` (task ``refine``), called in
+   blocks by the runner; ``inference_nets`` names the networks that generate (counted as the
+   model's parameters, and the ones the fast paths touch).
+4. Weights of ``nets`` are saved as safetensors; checkpoints load with
+   ``torch.load(weights_only=True)``, so nothing is ever unpickled.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,11 +36,15 @@ import torch
 from .data import Geometry, ShowerData
 from .errors import CalobenchError
 from .io import atomic_path
+from .options import Options, RunSettings
 
 
 @dataclass
 class DatasetInfo:
-    """What a model or metric may know about its dataset (and a lazy loader of its splits)."""
+    """What a model or metric may know about its dataset (and a lazy loader of its splits).
+
+    ``conditions`` maps each condition name to its ``(low, high)`` range in the dataset's units;
+    ``key`` identifies the dataset's content (simulator parameters and version, or file checksums)."""
 
     name: str
     geometry: Geometry
@@ -45,21 +63,27 @@ class DatasetInfo:
 class Model:
     """Subclass, set the class attributes, implement ``__init__``/``fit``/``sample`` (or ``refine``).
 
-    ``nets`` (name -> nn.Module) and ``optimizers`` (name -> Optimizer) drive the default
-    save/load/checkpoint behaviour; models without torch networks override
-    ``state_dict``/``load_state_dict``.
+    Attributes set by ``Model.__init__``: ``dataset`` (DatasetInfo), ``config`` (dict of the
+    options), ``options`` (the typed ``Options``), ``device``, ``nets`` and ``optimizers``
+    (empty dicts to fill), ``settings`` (the runner's ``RunSettings``; defaults outside a run).
     """
 
     name: str = ""
     task: str = "generate"  # or "refine"
     datasets: tuple = ()  # supported dataset names; empty: any dataset with a suitable geometry
+    Options: type = Options  # the model's typed options (a subclass of calobench.Options)
     presets: dict = {"smoke": {}, "default": {}, "paper": {}}
+    unranked_presets: tuple = ("smoke",)  # presets whose runs never reach a leaderboard
+    inference_nets: tuple = ()  # the nets that generate (empty: every net)
+    sample_with_grad: bool = False  # True: sample()/refine() run with autograd enabled
     description: str = ""
     distributed: bool = False  # True: fit() follows calobench.distributed's conventions (multi-process runs)
     dataset_views: dict = {}  # {dataset asked for: the dataset (a view of it) the model works on}
 
     def __init__(self, dataset: DatasetInfo, config: dict, device: torch.device):
-        self.dataset, self.config, self.device = dataset, dict(config), device
+        self.options = config if isinstance(config, Options) else self.Options(**(config or {}))
+        self.dataset, self.config, self.device = dataset, self.options.model_dump(), device
+        self.settings = RunSettings()
         self.nets: dict = {}
         self.optimizers: dict = {}
 
@@ -72,10 +96,18 @@ class Model:
         return None
 
     @classmethod
-    def config_for(cls, preset: str, overrides: dict | None = None) -> dict:
+    def resolve(cls, preset: str, overrides: dict | None = None):
+        """The validated (Options, RunSettings) of ``preset`` with ``overrides``; one-line errors."""
+        from .options import resolve
+
         if preset not in cls.presets:
             raise CalobenchError(f"model '{cls.name}' has no preset '{preset}' (presets: {', '.join(cls.presets)})")
-        return {**cls.presets[preset], **(overrides or {})}
+        return resolve(cls.Options, f"model '{cls.name}'", {**cls.presets[preset], **(overrides or {})})
+
+    @classmethod
+    def config_for(cls, preset: str, overrides: dict | None = None) -> dict:
+        """The model's effective options of ``preset`` with ``overrides``, as a dict."""
+        return cls.resolve(preset, overrides)[0].model_dump()
 
     def warn_extrapolation(self, conditions: dict, names=None, describe=None) -> None:
         """Warn (once per model) when conditions leave the ranges the model was trained on: allowed,
@@ -103,50 +135,52 @@ class Model:
         raise NotImplementedError(f"model '{self.name}' does not refine")
 
     def generate_batch(self, conditions: dict | None = None, showers: np.ndarray | None = None) -> np.ndarray:
-        """One call of the task's entry point (used by the runner and the timing benchmark).
-
-        Opt-in fast paths (config keys, all off by default; each is measured in
-        ``benchmarks/speed.py --set KEY=VALUE``): ``generation_amp: bf16`` (bfloat16 autocast),
-        ``generation_compile: true`` (``torch.compile`` of every network, in place, so weights
-        and checkpoints keep their names), ``channels_last: true`` (channels-last memory format
-        for 2-D/3-D convolution weights), ``cudnn_benchmark: true`` (cuDNN autotuning; CUDA only).
-        ``generation_batch: N`` sets how many showers the runner asks for per call (default
-        1 000; on a CPU the best is the largest batch whose activations stay in cache, see
-        ``benchmarks/speed.py --batches``).
-        Compilation is for generation only: the WGAN-GP gradient penalty needs a double
-        backward, which compiled graphs do not support."""
-        amp = self.config.get("generation_amp")
-        if amp not in (None, "bf16"):
-            raise CalobenchError(f"generation_amp must be bf16 or absent, got {amp!r}")
+        """One call of the task's entry point (used by the runner and the timing benchmark), under
+        ``torch.inference_mode`` unless ``sample_with_grad``. The opt-in fast paths of
+        ``self.settings`` (``generation_amp``, ``generation_compile``, ``channels_last``,
+        ``cudnn_benchmark``; see ``calobench.options.RunSettings``) apply to ``inference_nets``.
+        Compilation is for generation only: the WGAN-GP gradient penalty needs a double backward,
+        which compiled graphs do not support."""
+        amp = self.settings.generation_amp
         if not getattr(self, "_fast_paths_applied", False):
             self.apply_fast_paths()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        grad = torch.enable_grad() if self.sample_with_grad else torch.inference_mode()
+        with grad, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             out = self.refine(showers) if self.task == "refine" else self.sample(conditions)
+        if isinstance(out, torch.Tensor):
+            out = out.detach().float().cpu().numpy()
         return np.asarray(out, dtype=np.float32)
 
+    def generating_nets(self) -> dict:
+        """The networks named by ``inference_nets`` (every net when it is empty)."""
+        missing = [n for n in self.inference_nets if n not in self.nets]
+        if missing:
+            raise CalobenchError(f"model '{self.name}': inference_nets names unknown net(s) {missing}")
+        return {n: self.nets[n] for n in (self.inference_nets or self.nets)}
+
     def apply_fast_paths(self) -> dict:
-        """Apply the opt-in generation fast paths of the config to ``nets`` (once); returns what was applied."""
+        """Apply the opt-in generation fast paths of the settings to the inference nets (once)."""
         self._fast_paths_applied = True
-        done = {}
-        if self.config.get("cudnn_benchmark") and self.device.type == "cuda":
+        s, done = self.settings, {}
+        if s.cudnn_benchmark and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = done["cudnn_benchmark"] = True
-        if self.config.get("channels_last"):
-            for net in self.nets.values():
+        if s.channels_last:
+            for net in self.generating_nets().values():
                 for m in net.modules():
-                    w = getattr(m, "weight", None)
                     if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                         m.to(memory_format=torch.channels_last)
-                    elif isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and w is not None:
+                    elif isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
                         m.to(memory_format=torch.channels_last_3d)
             done["channels_last"] = True
-        if self.config.get("generation_compile"):
-            for net in self.nets.values():
+        if s.generation_compile:
+            for net in self.generating_nets().values():
                 net.compile()  # in place: state_dict keys unchanged
             done["generation_compile"] = True
         return done
 
     # -- weights -------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Every net's tensors (parameters and buffers), keyed ``<net>.<tensor>``."""
         return {f"{n}.{k}": v for n, net in self.nets.items() for k, v in net.state_dict().items()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -163,7 +197,8 @@ class Model:
             o.load_state_dict(state["optimizers"][n])
 
     def n_parameters(self) -> int:
-        return sum(p.numel() for net in self.nets.values() for p in net.parameters())
+        """Parameters of the networks that generate (critics, constrainers and the like excluded)."""
+        return sum(p.numel() for net in self.generating_nets().values() for p in net.parameters())
 
     def save(self, path) -> None:
         from safetensors.torch import save_file
@@ -178,13 +213,52 @@ class Model:
         self.load_state_dict(load_file(str(path), device=str(self.device)))
 
 
+class BestWeights:
+    """Keeps a copy of a network's weights at its best score (lower is better with ``mode="min"``);
+    give it to ``trainer.track`` so it survives a resume, and ``restore()`` it at the end of fit."""
+
+    def __init__(self, net: torch.nn.Module, mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError("mode must be 'min' or 'max'")
+        self.net, self.sign = net, 1.0 if mode == "min" else -1.0
+        self.score, self.step, self.weights = math.inf, -1, {}
+
+    def update(self, score: float, step: int) -> bool:
+        """Keep the weights if ``score`` is the best so far; True if it was."""
+        if self.sign * score < self.sign * self.score or self.step < 0:
+            self.score, self.step = float(score), int(step)
+            self.weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            return True
+        return False
+
+    def restore(self) -> None:
+        if self.weights:
+            self.net.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict:
+        return {"score": torch.tensor(self.score), "step": torch.tensor(self.step),
+                "weights": {k: v.cpu() for k, v in self.weights.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.score, self.step = float(state["score"]), int(state["step"])
+        dev = next(self.net.parameters()).device
+        self.weights = {k: v.to(dev) for k, v in state["weights"].items()}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT/SIGTERM at a step boundary, after writing a checkpoint."""
+
+
 class Trainer:
-    """Runs the step loop for a model: progress, checkpoints, resume, loss checks.
+    """Runs the step loops of a model: phases, progress, checkpoints, resume, loss checks, signals.
 
     ``trainer.rng`` (numpy) and torch's global generator are the only randomness a model
     should use in ``fit``: both are saved in checkpoints, so a resumed run continues exactly
-    where the interrupted one stopped.
+    where the interrupted one stopped. SIGINT/SIGTERM during a phase finish the current step,
+    write a checkpoint and raise ``Interrupted``; a second signal stops at once.
     """
+
+    FORMAT = 2
 
     def __init__(self, checkpoint: Path | None = None, resume: bool = False, seed: int = 0,
                  progress: bool = True, checkpoint_every: float = 120.0, log_every: int = 10, desc: str = "training"):
@@ -192,12 +266,35 @@ class Trainer:
         self.checkpoint_every, self.log_every, self.desc = checkpoint_every, log_every, desc
         self.rng = np.random.default_rng(seed)
         self.history: list = []
-        self.step = 0
+        self.step = 0  # steps done over all phases
+        self.phases: dict = {}  # phase name -> steps it ran (finished phases)
         self.last_checkpoint_step = 0
         self.resumed_from = 0
         self.wall_s = 0.0
+        self.model: Model | None = None
+        self._tracked: dict = {}
+        self._restored = False
+        self._saved_state = None  # the checkpoint read on resume, consumed phase by phase
+        self._current = None  # (phase name, steps done in it) while a phase runs
         self._pending: dict = {}
         self._first_bad: dict = {}
+        self._stop = False
+        self._closed_early = None  # a phase left by `break`: saved once fit() returns normally
+        self._signal = None
+
+    # -- what a model calls ------------------------------------------------------
+    def track(self, name: str, obj) -> None:
+        """Save ``obj.state_dict()`` in checkpoints and restore it on resume (schedulers, EMA
+        weights, best weights, GradScaler...). Call before the first phase."""
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise CalobenchError(f"trainer.track('{name}'): the object has no state_dict/load_state_dict")
+        if self._restored:
+            raise CalobenchError(f"trainer.track('{name}') after training started: track objects before the first phase")
+        self._tracked[name] = obj
+
+    def stop(self) -> None:
+        """End the current phase after this step (early stopping); the checkpoint is written."""
+        self._stop = True
 
     def log(self, **losses) -> None:
         """Note this step's losses. They are read (a host sync; averaged over processes in a
@@ -212,6 +309,139 @@ class Trainer:
                 self._first_bad[k] = torch.where(~torch.isfinite(v).all() & (fb < 0), self.step, fb)
             elif not math.isfinite(float(v)) and self._first_bad.get(k, -1) < 0:
                 self._first_bad[k] = self.step
+
+    def steps(self, model: Model, total: int):
+        """Yield the step indices still to do of a single phase named "train"."""
+        self.bind(model)
+        return self.phase("train", total)
+
+    def phase(self, name: str, total: int):
+        """Yield the step indices (0 .. total-1) still to do in phase ``name``, checkpointing as it goes."""
+        if self.model is None:
+            raise CalobenchError("trainer.phase(): no model bound (the runner binds it; or call trainer.bind(model))")
+        total = int(total)
+        if total < 0:
+            raise CalobenchError(f"phase '{name}': negative step count {total}")
+        return self._run_phase(name, total)
+
+    def bind(self, model: Model) -> None:
+        if self.model is not None and self.model is not model:
+            raise CalobenchError("this trainer is bound to another model")
+        self.model = model
+
+    # -- what the runner calls ---------------------------------------------------
+    def finish(self) -> None:
+        """After fit() returned normally: write the checkpoint of a phase left by ``break``."""
+        self._flush_closed()
+
+    # -- internals ---------------------------------------------------------------
+    def _restore_once(self) -> None:
+        if self._restored:
+            return
+        self._restored = True
+        if self.resume and self.checkpoint is not None and self.checkpoint.exists():
+            self._saved_state = self._load(self.model)
+            self.resumed_from = self.step
+
+    def _flush_closed(self) -> None:
+        if self._closed_early is not None:
+            name, done = self._closed_early
+            self._closed_early = None
+            self.phases[name] = done
+            self._save(self.model)
+
+    def _run_phase(self, name: str, total: int):
+        from tqdm.auto import tqdm
+
+        from . import distributed
+
+        self._flush_closed()
+        self._restore_once()
+        if name in self.phases:
+            if self._saved_state is not None and name in self._saved_state["phases_done"]:
+                return  # finished before the interruption: skipped whole on resume
+            raise CalobenchError(f"phase '{name}' entered twice: give every phase its own name")
+        start = 0
+        if self._saved_state is not None and self._saved_state["phase"] == name:
+            start = int(self._saved_state["phase_step"])
+        self._current, self._stop = (name, start), False
+        if start == 0 and self.step == 0 and not (self.checkpoint is not None and self.checkpoint.exists()):
+            self._save(self.model)  # a failure before the first periodic checkpoint still leaves one
+        label = self.desc if name == "train" else f"{self.desc} [{name}]"
+        bar = tqdm(total=total, initial=start, desc=label, unit="step",
+                   disable=not self.progress or not distributed.is_main(), dynamic_ncols=True)
+        last_save, t0 = time.monotonic(), time.perf_counter()
+        old_handlers = self._install_signals()
+        done = start
+        try:
+            for k in range(start, total):
+                self._pending = {}
+                try:
+                    yield k
+                except GeneratorExit:  # `break` (or an exception) in the loop body: saved only if fit() returns
+                    self.wall_s += time.perf_counter() - t0
+                    self._closed_early = (name, k + 1)
+                    self.step += 1
+                    self._current = None
+                    raise
+                done = k + 1
+                self.step += 1
+                self._current = (name, done)
+                interrupted = self._signal is not None
+                stop = self._stop or done == total
+                save = stop or interrupted or time.monotonic() - last_save > self.checkpoint_every
+                if distributed.world_size() > 1:  # every rank takes the same decisions as rank 0
+                    bits = distributed.broadcast_int(int(save) | int(interrupted) << 1)
+                    save, interrupted = bool(bits & 1), bool(bits & 2)
+                logged = k % self.log_every == 0 or done == total or stop
+                if self._pending and (logged or save):
+                    losses = self._read_pending()
+                    if logged:
+                        self.history.append({"phase": name, "step": self.step - 1, **losses})
+                        bar.set_postfix({n: f"{v:.3g}" for n, v in list(losses.items())[:3]})
+                bar.update(1)
+                if stop:
+                    self.phases[name] = done
+                    self._current = None
+                if save:
+                    self.wall_s += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._save(self.model)
+                    last_save = time.monotonic()
+                if interrupted:
+                    sig = signal.Signals(self._signal).name if self._signal else "signal"
+                    raise Interrupted(f"{sig} at step {done} of phase '{name}'; checkpoint written")
+                if stop:
+                    break
+            else:
+                if total == 0 or done == total:
+                    self.phases[name] = done
+                    self._current = None
+        finally:
+            bar.close()
+            self._restore_signals(old_handlers)
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self._signal = None
+
+        def handler(signum, frame):
+            if self._signal is not None:  # a second signal: stop now, the last checkpoint stays
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        old = {}
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[s] = signal.signal(s, handler)
+            except (ValueError, OSError):
+                pass
+        return old
+
+    def _restore_signals(self, old) -> None:
+        for s, h in (old or {}).items():
+            signal.signal(s, h)
 
     def _read_pending(self) -> dict:
         from . import distributed
@@ -228,55 +458,23 @@ class Trainer:
             out[k] = v
         return out
 
-    def steps(self, model: Model, total: int):
-        """Yield the step indices still to do, checkpointing as it goes."""
-        from tqdm.auto import tqdm
-
-        from . import distributed
-
-        start = 0
-        if self.resume and self.checkpoint is not None and self.checkpoint.exists():
-            start = self._load(model)
-            self.resumed_from = start
-        bar = tqdm(total=total, initial=start, desc=self.desc, unit="step",
-                   disable=not self.progress or not distributed.is_main(), dynamic_ncols=True)
-        last_save = time.monotonic()
-        t0 = time.perf_counter()
-        try:
-            for step in range(start, total):
-                self.step = step
-                self._pending = {}
-                yield step
-                done = step + 1
-                save = done == total or time.monotonic() - last_save > self.checkpoint_every
-                if distributed.world_size() > 1:  # every rank takes the same decision as rank 0
-                    save = distributed.broadcast_flag(save)
-                if self._pending and (step % self.log_every == 0 or step == total - 1 or save):
-                    losses = self._read_pending()
-                    if step % self.log_every == 0 or step == total - 1:
-                        self.history.append({"step": step, **losses})
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
-                bar.update(1)
-                if save:
-                    self.wall_s += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    self._save(model, done)
-                    last_save = time.monotonic()
-        finally:
-            bar.close()
-        self.step = total
-
-    def _save(self, model: Model, step: int) -> None:
+    def _save(self, model: Model) -> None:
         from . import distributed
 
         if self.checkpoint is None:
             return
         if not distributed.is_main():  # the states are identical on every rank: rank 0 writes them
-            self.last_checkpoint_step = step
+            self.last_checkpoint_step = self.step
             return
+        phase, phase_step = self._current or (None, 0)
         state = {
-            "step": step,
+            "format": self.FORMAT,
+            "step": self.step,
+            "phase": phase or "",
+            "phase_step": phase_step,
+            "phases_done": json.dumps(self.phases),
             "model": model.training_state(),
+            "tracked": {n: o.state_dict() for n, o in self._tracked.items()},
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "history": json.dumps(self.history),
@@ -286,19 +484,30 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
-        self.last_checkpoint_step = step
+        self.last_checkpoint_step = self.step
 
-    def _load(self, model: Model) -> int:
+    def _load(self, model: Model) -> dict:
         try:
             state = torch.load(self.checkpoint, map_location=model.device, weights_only=True)
         except Exception as exc:
             raise CalobenchError(f"{self.checkpoint}: unreadable checkpoint ({type(exc).__name__})") from None
-        model.load_training_state(state["model"])
+        if state.get("format") != self.FORMAT:
+            raise CalobenchError(f"{self.checkpoint}: checkpoint of an older calobench (format "
+                                 f"{state.get('format', 1)}); start the run again without --resume")
+        try:
+            model.load_training_state(state["model"])
+            for n, obj in self._tracked.items():
+                obj.load_state_dict(state["tracked"][n])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CalobenchError(f"{self.checkpoint}: does not fit this model's networks ({first[:200]})") from None
         torch.set_rng_state(state["torch_rng"].cpu())
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.history = json.loads(state["history"])
         self.wall_s = float(state.get("wall_s", 0.0))
-        self.last_checkpoint_step = int(state["step"])
-        return int(state["step"])
+        self.step = self.last_checkpoint_step = int(state["step"])
+        self.phases = json.loads(state["phases_done"])
+        return {"phase": state["phase"] or None, "phase_step": int(state["phase_step"]),
+                "phases_done": dict(self.phases)}

@@ -43,7 +43,8 @@ class Registry:
     models: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     owner: dict = field(default_factory=dict)  # (kind, name) -> plugin name
-    failed: dict = field(default_factory=dict)  # plugin name -> error text
+    failed: dict = field(default_factory=dict)  # plugin name -> why it was not loaded (whole)
+    warnings: list = field(default_factory=list)  # contributions skipped, each naming its plugin
 
     def get(self, kind: str, name: str):
         table = getattr(self, kind + "s")
@@ -60,6 +61,48 @@ def _version_of(module_name: str, dist_name: str | None) -> str:
             pass
     mod = sys.modules.get(module_name.split(".")[0])
     return getattr(mod, "__version__", "unknown")
+
+
+HOOK_KINDS = {  # registering hook -> kind of object
+    "register_simulators": "simulator",
+    "register_datasets": "dataset",
+    "register_layouts": "layout",
+    "register_models": "model",
+    "register_metrics": "metric",
+}
+
+
+class _PluginError(Exception):
+    """A plugin broke the registration contract: the whole plugin is unloaded."""
+
+
+def _check_item(kind: str, args: tuple):
+    """(name, value) of one registration, or _PluginError naming what is wrong."""
+    from .metric import Metric
+    from .model import Model
+    from .simulator import Simulator
+
+    if kind in ("simulator", "model", "metric"):
+        if len(args) != 1:
+            raise _PluginError(f"register() of a {kind} takes one argument, got {len(args)}")
+        obj = args[0]
+        base = {"simulator": Simulator, "model": Model, "metric": Metric}[kind]
+        ok = isinstance(obj, base) if kind == "simulator" else isinstance(obj, type) and issubclass(obj, base)
+        if not ok:
+            want = f"an instance of calobench.{base.__name__}" if kind == "simulator" else \
+                f"a subclass of calobench.{base.__name__}"
+            raise _PluginError(f"registered {obj!r} as a {kind}: expected {want}")
+        name = getattr(obj, "name", "")
+        if not isinstance(name, str) or not name.strip():
+            raise _PluginError(f"{kind} {obj!r} has no name")
+        return name, obj
+    if kind == "layout":
+        if len(args) != 2 or not isinstance(args[0], str) or not callable(args[1]):
+            raise _PluginError("register() of a layout takes (name, reader callable)")
+        return args
+    if len(args) == 2 and isinstance(args[0], str):  # dataset: (name, entry)
+        return args
+    raise _PluginError("register() of a dataset takes (name, entry dict), or one path to a datasets YAML file")
 
 
 class Plugins:
@@ -79,7 +122,21 @@ class Plugins:
         self.registry = self._collect()
 
     def _add(self, obj, name, builtin, dist):
-        self.pm.register(obj, name=name)
+        spec_names = {n for n in dir(hookspecs) if not n.startswith("_") and callable(getattr(hookspecs, n))
+                      and hasattr(getattr(hookspecs, n), f"{GROUP}_spec")}
+        impls = [n for n in dir(obj) if hasattr(getattr(obj, n, None), f"{GROUP}_impl")]
+        bad = [n for n in impls if n not in spec_names]
+        if bad:
+            import difflib
+
+            close = difflib.get_close_matches(bad[0], spec_names, n=1)
+            self.failed[name] = f"unknown hook '{bad[0]}'" + (f" (did you mean {close[0]}?)" if close else "")
+            return
+        try:
+            self.pm.register(obj, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            self.failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            return
         modname = getattr(obj, "__name__", type(obj).__module__)
         hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
         self.infos[name] = PluginInfo(name, _version_of(modname, dist), hooks, builtin, modname)
@@ -99,36 +156,63 @@ class Plugins:
                 continue
             self._add(obj, ep.name, builtin=False, dist=ep.dist.name if ep.dist else None)
 
+    def _contributions(self, name: str, plugin) -> list:
+        """[(kind, key, value)] that ``plugin`` registers, or _PluginError."""
+        from .catalog import read_entries, validate_entry
+
+        staged = []
+        for hook, kind in HOOK_KINDS.items():
+            impl = getattr(plugin, hook, None)
+            if impl is None or not hasattr(impl, f"{GROUP}_impl"):
+                continue
+
+            def register(*args, _kind=kind):
+                if _kind == "dataset" and len(args) == 1:  # a datasets YAML file shipped by the plugin
+                    for n, e in read_entries(args[0]).items():
+                        staged.append((_kind, n, e))
+                    return
+                key, value = _check_item(_kind, args)
+                if _kind == "dataset":
+                    try:
+                        value = validate_entry(key, value, f"plugin {name}")
+                    except CalobenchError as exc:
+                        self.registry_warnings.append(f"{exc}; entry skipped")
+                        return
+                staged.append((_kind, key, value))
+
+            try:
+                impl(register=register)
+            except _PluginError as exc:
+                raise _PluginError(f"{hook}: {exc}") from None
+            except Exception as exc:
+                raise _PluginError(f"{hook} failed: {type(exc).__name__}: {exc}") from None
+        return staged
+
     def _collect(self) -> Registry:
-        reg = Registry(failed=dict(self.failed))
-        kinds = {
-            "register_simulators": ("simulator", lambda s: (s.name, s)),
-            "register_datasets": ("dataset", lambda n, e: (n, e)),
-            "register_layouts": ("layout", lambda n, r: (n, r)),
-            "register_models": ("model", lambda m: (m.name, m)),
-            "register_metrics": ("metric", lambda m: (m.name, m)),
-        }
-        for hook, (kind, key_of) in kinds.items():
-            table = getattr(reg, kind + "s")
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                owner = impl.plugin_name
-
-                def register(*args, _owner=owner, _kind=kind, _key_of=key_of, _table=table):
-                    key, value = _key_of(*args)
-                    if key in _table:
-                        prev = reg.owner[(_kind, key)]
-                        raise CalobenchError(
-                            f"{_kind} '{key}' registered twice (by plugins '{prev}' and '{_owner}')"
-                        )
-                    _table[key] = value
-                    reg.owner[(_kind, key)] = _owner
-
-                try:
-                    impl.function(register=register)
-                except CalobenchError:
-                    raise
-                except Exception as exc:  # report by name, keep the others
-                    reg.failed[owner] = f"{hook} failed: {type(exc).__name__}: {exc}"
+        reg = Registry()
+        self.registry_warnings = reg.warnings
+        for name in list(self.infos):
+            plugin = self.pm.get_plugin(name)
+            try:
+                staged = self._contributions(name, plugin)
+            except _PluginError as exc:  # unloaded whole: none of its hooks runs later
+                self.failed[name] = str(exc)
+                self.pm.unregister(name=name)
+                del self.infos[name]
+                continue
+            for kind, key, value in staged:
+                if (kind, key) in reg.owner:
+                    reg.warnings.append(f"plugin '{name}' registers {kind} '{key}', already registered by plugin "
+                                        f"'{reg.owner[(kind, key)]}'; ignored")
+                    continue
+                if kind == "model":
+                    problem = _check_presets(value)
+                    if problem:
+                        reg.warnings.append(f"plugin '{name}': model '{key}' skipped: {problem}")
+                        continue
+                getattr(reg, kind + "s")[key] = value
+                reg.owner[(kind, key)] = name
+        reg.failed = dict(self.failed)
         return reg
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
@@ -136,6 +220,15 @@ class Plugins:
 
     def versions(self) -> dict[str, str]:
         return {n: i.version for n, i in self.infos.items()}
+
+
+def _check_presets(model_cls) -> str | None:
+    for preset in model_cls.presets:
+        try:
+            model_cls.resolve(preset)
+        except CalobenchError as exc:
+            return f"preset '{preset}': {exc}"
+    return None
 
 
 _current: Plugins | None = None

@@ -1,6 +1,13 @@
-"""One run: data -> fit -> sample -> score (with the floor) -> time -> record -> leaderboard."""
+"""One run: config -> data -> fit -> sample -> score (with the floor) -> time -> record -> leaderboard.
+
+Where things go: the run folder ``<out>/<board>__<model>__<preset>-<config hash>__seed<seed>/``
+always receives config.json, checkpoint.pt, model.safetensors, samples*.h5, plots/, record.json
+(and error.log when plugin code failed). A leaderboard folder is written only when one is named
+(``--leaderboard DIR``), and never by a preset the model marks unranked (``smoke``).
+"""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -15,17 +22,20 @@ import torch
 
 from . import __version__, distributed
 from .catalog import Catalog, Dataset
-from .data import ShowerData, read_hdf5, write_hdf5
-from .errors import CalobenchError
-from .io import write_json
+from .data import H5Writer, ShowerData, read_hdf5
+from .errors import CalobenchError, plugin_step
+from .io import read_json, write_json
 from .metric import MetricContext
 from .model import DatasetInfo, Trainer
+from .options import SPEED_ONLY, config_hash
 from .plugins import get_plugins
 
 STANDARD_SPLITS = ("train", "validation", "test", "reference")
-TIMING_BATCHES = (1, 100, 10_000)
+RECORD_SCHEMA = 2
+FLOOR_SEED = 0  # every floor is computed with this seed: one floor per (dataset key, metric, version, N)
 # Keys of a record that legitimately differ between two identical-seed runs.
-VOLATILE = ("date", "train.wall_s", "generation.showers_per_s", "generation.wall_s", "run_dir", "git_revision")
+VOLATILE = ("date", "train.wall_s", "generation.showers_per_s", "generation.timing_skipped", "generation.wall_s",
+            "run_dir", "code", "environment", "runner")
 
 
 @dataclass
@@ -38,7 +48,7 @@ class RunOptions:
     metrics: list | None = None
     out: Path = Path("runs")
     resume: bool = False
-    leaderboard: Path | None = Path("leaderboard")
+    leaderboard: Path | None = None  # a board folder: only when the user names one
     progress: bool = True
     timing: bool = True
     plots: bool = True
@@ -80,13 +90,48 @@ def check_finite(data: ShowerData, what: str) -> None:
             raise CalobenchError(f"{what}: condition '{k}' contains NaN/inf")
 
 
+# -- floors --------------------------------------------------------------------
+def floor_key(dataset_key: str, metric, n: int, device: str) -> dict:
+    return {"dataset_key": dataset_key, "real": "test", "reference": "reference", "metric": metric.name,
+            "metric_version": int(getattr(metric, "version", 1)), "n": int(n), "seed": FLOOR_SEED,
+            "device": torch.device(device).type}
+
+
+def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricContext, dataset_key: str,
+                  n: int) -> dict:
+    """The metric on the first ``n`` real test showers vs the first ``n`` reference showers, with the
+    fixed floor seed; cached on disk per (dataset key, metric, metric version, N, device type)."""
+    import hashlib
+    import json
+
+    from .data import cache_dir
+
+    key = floor_key(dataset_key, metric, n, ctx.device)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "floors" / f"{metric.name}-{digest}.json"
+    if path.exists():
+        with contextlib.suppress(CalobenchError):
+            cached = read_json(path)
+            if cached.get("key") == key:
+                return cached["floor"]
+    fctx = MetricContext(dataset=ctx.dataset, seed=FLOOR_SEED, device=ctx.device, source=ctx.source, quick=ctx.quick)
+    r = metric.compute(real.head(n), reference.head(n), fctx)
+    out = {"value": float(r.value), "uncertainty": float(r.uncertainty), "n": int(n)}
+    if np.isfinite(out["value"]):
+        with contextlib.suppress(CalobenchError):
+            write_json(path, {"key": key, "floor": out})
+    return out
+
+
 # -- scoring -----------------------------------------------------------------
 def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, reference: ShowerData | None,
-          log=print) -> dict:
+          log=print, dataset_key: str = "", error_log: Path | None = None) -> dict:
     """Every metric on (real, generated) and, if ``reference`` is given, its floor (real vs reference)."""
     results = {}
     for m in metrics:
-        entry = {"higher_is_better": m.higher_is_better, "status": "ok"}
+        entry = {"higher_is_better": m.higher_is_better, "status": "ok", "version": int(getattr(m, "version", 1))}
+        if getattr(m, "target", None) is not None:
+            entry["target"] = float(m.target)
         reason = m.applies_to(ctx.dataset)
         n = min(len(real), len(generated))
         if reason:
@@ -96,16 +141,18 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
         else:
             t0 = time.perf_counter()
             try:
-                r = m.compute(real, generated, ctx)
-                entry.update(value=float(r.value), uncertainty=float(r.uncertainty), details=r.details)
-                if reference is not None:
-                    nf = min(len(real), len(reference), len(generated))
-                    f = m.compute(real.head(nf), reference.head(nf), ctx)
-                    entry.update(floor=float(f.value), floor_uncertainty=float(f.uncertainty), floor_n=nf)
+                with plugin_step(f"metric '{m.name}'", error_log):
+                    r = m.compute(real, generated, ctx)
+                    entry.update(value=float(r.value), uncertainty=float(r.uncertainty), details=r.details)
+                    if not np.isfinite(entry["value"]):
+                        raise CalobenchError(f"value is {entry['value']}")
+                    if reference is not None:
+                        nf = min(len(real), len(reference), len(generated))
+                        f = compute_floor(m, real, reference, ctx, dataset_key, nf)
+                        entry.update(floor=f["value"], floor_uncertainty=f["uncertainty"], floor_n=f["n"])
             except CalobenchError as exc:
-                entry.update(status="error", note=str(exc))
-            except Exception as exc:  # a broken metric is reported, the run goes on
-                entry.update(status="error", note=f"{type(exc).__name__}: {exc}")
+                entry.update(status="failed", note=str(exc))
+                entry.pop("value", None)
             entry["seconds"] = round(time.perf_counter() - t0, 3)
         if entry["status"] != "ok":
             log(f"  metric {m.name}: {entry['status']} ({entry.get('note', '')})")
@@ -114,31 +161,61 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
 
 
 # -- generation and timing ---------------------------------------------------
-def generate(model, task_input: ShowerData, batch_size: int | None = None) -> ShowerData:
+def generate(model, task_input: ShowerData, batch_size: int | None = None, path: Path | None = None,
+             attrs: dict | None = None, progress: bool = False) -> ShowerData:
     """Run the model's task over ``task_input`` (conditions for generate, showers for refine), in
-    blocks of ``batch_size`` (default: the config's ``generation_batch``, else 1000)."""
-    batch_size = int(batch_size or model.config.get("generation_batch", 1000))
-    if batch_size < 1:
-        raise CalobenchError(f"generation_batch must be a positive integer, got {batch_size}")
+    blocks of ``batch_size`` (default: the runner's ``generation_batch``). With ``path`` every block
+    is written to that HDF5 file as it comes (the file appears whole at the end) and the result is
+    read lazily from it."""
+    from tqdm.auto import tqdm
+
+    batch_size = int(batch_size or model.settings.generation_batch)
+    geometry, expected = model.dataset.geometry, tuple(model.dataset.geometry.shape)
+    writer = H5Writer(path, len(task_input), geometry, list(task_input.conditions), attrs) if path else None
     outs = []
-    for block in task_input.chunks(batch_size):
-        if model.task == "refine":
-            out = model.generate_batch(showers=block.array())
-        else:
-            out = model.generate_batch(conditions=block.conditions)
-        outs.append(np.asarray(out, dtype=np.float32))
-    showers = np.concatenate(outs) if outs else np.zeros((0, *model.dataset.geometry.shape), np.float32)
-    expected = tuple(model.dataset.geometry.shape)
-    if tuple(showers.shape[1:]) != expected:
-        raise CalobenchError(f"model '{model.name}' produced showers of shape {showers.shape[1:]}, expected {expected}")
-    return ShowerData(showers, task_input.conditions, model.dataset.geometry)
+    bar = tqdm(total=len(task_input), desc=f"generating with {model.name}", unit="shower", disable=not progress,
+               dynamic_ncols=True)
+    ok = False
+    try:
+        for block in task_input.chunks(batch_size):
+            with plugin_step(f"model '{model.name}': {'refine' if model.task == 'refine' else 'sample'}"):
+                if model.task == "refine":
+                    out = model.generate_batch(showers=block.array())
+                else:
+                    out = model.generate_batch(conditions=block.conditions)
+            if tuple(out.shape) != (len(block), *expected):
+                raise CalobenchError(f"model '{model.name}' produced showers of shape {tuple(out.shape)} for "
+                                     f"{len(block)} inputs, expected {(len(block), *expected)}")
+            if not np.isfinite(out).all():
+                raise CalobenchError(f"showers generated by '{model.name}' contain {int((~np.isfinite(out)).sum())} "
+                                     "NaN/inf cell value(s); refusing to score them")
+            if writer is not None:
+                writer.append(ShowerData(out, block.conditions, geometry))
+            else:
+                outs.append(out)
+            bar.update(len(block))
+        ok = True
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close(ok=ok)
+    if path is not None:
+        return read_hdf5(path, lazy=True, geometry=geometry)
+    showers = np.concatenate(outs) if outs else np.zeros((0, *expected), np.float32)
+    return ShowerData(showers, task_input.conditions, geometry)
 
 
-def time_generation(model, task_input: ShowerData, batches=TIMING_BATCHES, reps: int = 10,
-                    budget_s: float = 20.0) -> dict:
-    """Median showers/s per batch size over up to ``reps`` repetitions after a warm-up."""
-    out = {}
-    for b in batches:
+def time_generation(model, task_input: ShowerData, batches=None, reps: int = 10, budget_s: float | None = None):
+    """Median showers/s per batch size over up to ``reps`` calls after a warm-up. A batch size is
+    timed only if one call, projected from the previous size, fits ``budget_s``; the others are
+    returned in the second dict with the reason."""
+    batches = tuple(batches or model.settings.timing_batches)
+    budget_s = float(budget_s or model.settings.timing_budget_s)
+    out, skipped, per_shower = {}, {}, None
+    for b in sorted(batches):
+        if per_shower is not None and per_shower * b > budget_s:
+            skipped[str(b)] = f"one call projected at {per_shower * b:.0f} s > timing budget {budget_s:.0f} s"
+            continue
         idx = np.arange(b) % len(task_input)
         block = task_input.take(idx)
         kwargs = {"showers": block.array()} if model.task == "refine" else {"conditions": block.conditions}
@@ -150,18 +227,56 @@ def time_generation(model, task_input: ShowerData, batches=TIMING_BATCHES, reps:
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        out[str(b)] = round(b / float(np.median(times)), 2)
-    return out
+        per_shower = float(np.median(times)) / b
+        out[str(b)] = round(1.0 / per_shower, 2)
+    return out, skipped
 
 
 # -- provenance --------------------------------------------------------------
-def git_revision() -> str | None:
+def _git(*args) -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return r.stdout.strip() or None
+        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        return r.stdout if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def code_state() -> dict:
+    """The git revision of calobench's source tree and whether its code differs from it (the
+    leaderboard folder and untracked files aside); nulls outside a git checkout."""
+    rev = _git("rev-parse", "HEAD")
+    if not rev:
+        return {"revision": None, "dirty": None}
+    top = (_git("rev-parse", "--show-toplevel") or "").strip()
+    status = _git("-C", top, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard")
+    return {"revision": rev.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def git_revision() -> str | None:
+    return code_state()["revision"]
+
+
+def package_versions() -> dict:
+    """Versions of calobench's and every installed plugin's declared dependencies."""
+    import re
+    from importlib import metadata
+
+    names = {"calobench", "torch", "numpy"}
+    dists = ["calobench"] + sorted({ep.dist.name for ep in metadata.entry_points(group="calobench") if ep.dist})
+    for d in dists:
+        try:
+            names.add(d)
+            for req in metadata.requires(d) or []:
+                if "extra ==" not in req:
+                    names.add(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
+        except metadata.PackageNotFoundError:
+            continue
+    out = {}
+    for n in sorted(names, key=str.lower):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[n] = metadata.version(n)
+    return out
 
 
 def environment(device: torch.device) -> dict:
@@ -175,6 +290,7 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "numpy": np.__version__,
+        "packages": package_versions(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -193,24 +309,38 @@ def _device_label(device: torch.device) -> str:
     return f"cpu x{torch.get_num_threads()}"
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and make sure files can be written in it (before any work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalobenchError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise CalobenchError(f"{what} {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CalobenchError(f"{what} {folder} is not writable")
+
+
 # -- the run -----------------------------------------------------------------
 def run(opts: RunOptions) -> dict:
-    log = opts.log if os.environ.get("RANK", "0") == "0" else (lambda s: None)
     plugins = get_plugins()
     reg = plugins.registry
     catalog = Catalog(reg, opts.datasets_files)
     model_cls = reg.get("model", opts.model)
+    options, settings = model_cls.resolve(opts.preset, opts.overrides)  # before any data are touched
     ds_name = model_cls.dataset_views.get(opts.dataset, opts.dataset)
     ds = catalog.get(ds_name)
-    if ds_name != opts.dataset:
-        log(f"data: {model_cls.name} works on '{ds_name}', a view of '{opts.dataset}' ({ds.entry['description']})")
     metrics = select_metrics(reg, opts.metrics)
     device = resolve_device(opts.device)
     if distributed.launched() and not model_cls.distributed:
         raise CalobenchError(f"model '{model_cls.name}' does not support multi-process training")
+    log = opts.log if os.environ.get("RANK", "0") == "0" else (lambda s: None)
+    if ds_name != opts.dataset:
+        log(f"data: {model_cls.name} works on '{ds_name}', a view of '{opts.dataset}' ({ds.entry['description']})")
     device = distributed.init(device)
     try:
-        return _run(opts, plugins, catalog, model_cls, ds, metrics, device)
+        return _run(opts, plugins, catalog, model_cls, ds, metrics, device, options, settings)
     finally:
         distributed.shutdown()
 
@@ -232,7 +362,35 @@ def _target(opts, catalog, model_cls, ds, info):
     return target
 
 
-def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
+def run_folder(out: Path, board: str, model: str, preset: str, chash: str, seed: int) -> Path:
+    return Path(out) / f"{board}__{model}__{preset}-{chash[:8]}__seed{seed}"
+
+
+def _check_run_folder(run_dir: Path, resume: bool, stored_config: dict) -> None:
+    """Refuse, before anything is written, a run that would clobber or mix with another."""
+    ckpt, record, cfg = run_dir / "checkpoint.pt", run_dir / "record.json", run_dir / "config.json"
+    if not resume:
+        if record.exists():
+            raise CalobenchError(f"{run_dir} holds a finished run; pass --resume to score it again, or choose "
+                                 "another --out or --seed")
+        if ckpt.exists():
+            raise CalobenchError(f"{run_dir} holds a checkpoint of this run; pass --resume to continue it, or "
+                                 "remove the folder to start again")
+        return
+    if not ckpt.exists():
+        raise CalobenchError(f"--resume: no checkpoint in {run_dir}; run the same command without --resume")
+    if cfg.exists():
+        old = read_json(cfg)
+        diff = sorted(k for k in set(old.get("options", {})) | set(stored_config["options"])
+                      if old.get("options", {}).get(k) != stored_config["options"].get(k))
+        diff += sorted(f"runner.{k}" for k in set(old.get("runner", {})) | set(stored_config["runner"])
+                       if k not in SPEED_ONLY and old.get("runner", {}).get(k) != stored_config["runner"].get(k))
+        if diff or old.get("model") != stored_config["model"]:
+            raise CalobenchError(f"--resume: the configuration differs from the checkpoint's in {', '.join(diff)}; "
+                                 "resume with the original settings or start a new run")
+
+
+def _run(opts, plugins, catalog, model_cls, ds, metrics, device, options, settings) -> dict:
     log = opts.log if distributed.is_main() else (lambda s: None)
     info = dataset_info(ds)
     reason = model_cls.supports(info)
@@ -241,104 +399,147 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
     target_ds, board = _target(opts, catalog, model_cls, ds, info), ds.name
     if target_ds is not None and target_ds.name != ds.counterpart:  # scores against another target: own board
         board = f"{ds.name}_to_{target_ds.name}"
-    config = model_cls.config_for(opts.preset, opts.overrides)
-
-    run_dir = Path(opts.out) / f"{board}__{model_cls.name}__{opts.preset}__seed{opts.seed}"
-    if run_dir.exists() and any(run_dir.iterdir()) and not opts.resume:
-        raise CalobenchError(f"{run_dir} already exists; pass --resume to continue it or --out to start elsewhere")
-    distributed.barrier()  # every rank has checked before rank 0 creates anything
+    opts_dict, settings_dict = options.model_dump(mode="json"), settings.model_dump(mode="json")
+    chash = config_hash(model_cls.name, opts_dict, settings_dict)
+    ranked = opts.preset not in model_cls.unranked_presets
+    stored = {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset, "seed": opts.seed,
+              "config_hash": chash, "options": opts_dict, "runner": settings_dict,
+              **({"target": target_ds.name} if target_ds is not None else {})}
+    run_dir = run_folder(opts.out, board, model_cls.name, opts.preset, chash, opts.seed)
+    if distributed.is_main():
+        _check_run_folder(run_dir, opts.resume, stored)
+        check_writable(run_dir, "run folder")
+        if opts.leaderboard is not None and ranked:
+            check_writable(opts.leaderboard, "leaderboard folder")
+    distributed.barrier()  # every rank has checked before rank 0 writes anything
     if not distributed.is_main():
-        return _worker(opts, catalog, model_cls, ds, info, config, device, target_ds, run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CalobenchError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
-    if not os.access(run_dir, os.W_OK):
-        raise CalobenchError(f"run folder {run_dir} is not writable")
-    for stale in run_dir.glob(".*.tmp"):  # temp files of a run killed mid-write; the real files are intact
-        stale.unlink()
-    write_json(run_dir / "config.json", {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset,
-                                         "seed": opts.seed, "config": config,
-                                         **({"target": target_ds.name} if target_ds is not None else {})})
+        return _worker(opts, model_cls, ds, info, options, settings, device, target_ds, run_dir)
+    from .io import remove_stale_temps
+
+    for folder in (run_dir, run_dir / "plots"):
+        remove_stale_temps(folder)  # temp files of a run killed mid-write; the real files are intact
+    write_json(run_dir / "config.json", stored)
+    error_log = run_dir / "error.log"
+    plugin = plugins.plugin_of("model", model_cls.name)
 
     log(f"data: preparing {ds.name} (cache {ds.split_path('train').parent})")
-    ds.prepare(progress=opts.progress)
+    ds.prepare(progress=opts.progress, error_log=error_log)
     train, test = ds.load("train"), ds.load("test")
     validation = ds.load("validation") if "validation" in ds.splits else None
     reference = ds.load("reference") if "reference" in ds.splits else None
     target_train = None
     if target_ds is not None:
-        target_ds.prepare(progress=opts.progress)
+        target_ds.prepare(progress=opts.progress, error_log=error_log)
         target_train = target_ds.load("train")
 
     _seed_everything(opts.seed)  # the same on every rank: they draw the same global batches
     world = distributed.world_size()
-    model = model_cls(info, config, device)
+    what = f"model '{model_cls.name}' (plugin {plugin.name})"
+    with plugin_step(f"{what} __init__", error_log):
+        model = model_cls(info, options.model_dump(), device)
+    model.settings = settings
     trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed,
-                      progress=opts.progress, checkpoint_every=float(config.get("checkpoint_every_s", 120)),
-                      log_every=int(config.get("log_every", 10)),
-                      desc=f"training {model_cls.name}")
-    log(f"model: {model_cls.name} ({opts.preset}), {model.n_parameters():,} parameters, device {device}")
+                      progress=opts.progress, checkpoint_every=settings.checkpoint_every_s,
+                      log_every=settings.log_every, desc=f"training {model_cls.name}")
+    trainer.bind(model)
+    log(f"model: {model_cls.name} ({opts.preset}, config {chash}), {model.n_parameters():,} generation "
+        f"parameters, device {device}")
+    if not ranked:
+        log(f"preset '{opts.preset}' is not for leaderboards: the record stays in the run folder")
     fit_kwargs = {"target": target_train} if target_train is not None else {}
     distributed.barrier()  # the data are prepared (by this rank) before the others read them
-    model.fit(train, trainer, validation, **fit_kwargs)
+    with _fit_step(what, error_log, trainer):
+        model.fit(train, trainer, validation, **fit_kwargs)
+        trainer.finish()
     distributed.barrier()
     distributed.shutdown()  # what follows is rank 0's alone
     model.save(run_dir / "model.safetensors")
+    return _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, test, reference, metrics,
+                         device, trainer, train, run_dir, stored, ranked, error_log, world)
 
-    # samples for the test split (and any extra evaluation splits)
+
+@contextlib.contextmanager
+def _fit_step(what, error_log, trainer):
+    def hint():
+        return f" (last checkpoint: step {trainer.last_checkpoint_step}; rerun with --resume)"
+
+    try:
+        with plugin_step(f"{what} fit", error_log):
+            yield
+    except CalobenchError as exc:
+        raise CalobenchError(str(exc) + ("" if "--resume" in str(exc) else hint())) from None
+
+
+def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, test, reference, metrics, device,
+                  trainer, train, run_dir, stored, ranked, error_log, world) -> dict:
+    log = opts.log
+    settings = model.settings
     _seed_everything(opts.seed + 1)
     real = target_ds.load("test") if target_ds is not None else test
     if target_ds is not None and "reference" in target_ds.splits:
         reference = target_ds.load("reference")
+    task_input = test
+    if settings.n_eval:
+        task_input, real = test.head(min(settings.n_eval, len(test))), real.head(min(settings.n_eval, len(real)))
     t0 = time.perf_counter()
-    generated = generate(model, test)
+    generated = generate(model, task_input, path=run_dir / "samples.h5", progress=opts.progress,
+                         attrs={"model": model_cls.name, "dataset": ds.name, "split": "test"})
     gen_wall = time.perf_counter() - t0
-    check_finite(generated, f"showers generated by '{model_cls.name}'")
-    write_hdf5(run_dir / "samples.h5", generated, {"model": model_cls.name, "dataset": ds.name, "split": "test"})
 
+    scored_ds = target_ds or ds
     ctx = MetricContext(dataset=info if target_ds is None else dataset_info(target_ds), seed=opts.seed,
-                        device=str(device), source=info if target_ds is not None else None)
+                        device=str(device), source=info if target_ds is not None else None,
+                        quick=not ranked)
     log(f"metrics: {', '.join(m.name for m in metrics) or 'none'} on {len(generated)} showers (+ floor)")
-    results = score(metrics, real, generated, ctx, reference, log=log)
+    results = score(metrics, real, generated, ctx, reference, log=log, dataset_key=scored_ds.key,
+                    error_log=error_log)
     extra, extra_data = {}, {}
     if model_cls.task == "generate":
         for split in ds.splits:
             if split in STANDARD_SPLITS:
                 continue
             split_real = ds.load(split)
-            split_gen = generate(model, split_real)
-            check_finite(split_gen, f"showers generated by '{model_cls.name}' for split {split}")
-            write_hdf5(run_dir / f"samples_{split}.h5", split_gen, {"model": model_cls.name, "split": split})
-            extra[split] = {"n": len(split_real), "metrics": score(metrics, split_real, split_gen, ctx, None, log=log)}
+            if settings.n_eval:
+                split_real = split_real.head(min(settings.n_eval, len(split_real)))
+            split_gen = generate(model, split_real, path=run_dir / f"samples_{split}.h5",
+                                 attrs={"model": model_cls.name, "split": split})
+            extra[split] = {"n": len(split_real), "metrics": score(metrics, split_real, split_gen, ctx, None, log=log,
+                                                                   error_log=error_log)}
             extra_data[split] = (split_real, split_gen)
 
-    throughput = {}
+    throughput, skipped = {}, {}
     if opts.timing:
-        batches = tuple(config.get("timing_batches", TIMING_BATCHES))
-        throughput = time_generation(model, test, batches)
+        throughput, skipped = time_generation(model, test)
     record = {
-        "schema": 1,
+        "schema": RECORD_SCHEMA,
         "kind": "run",
+        "identity": {"dataset_key": ds.key, "model": model_cls.name, "config_hash": stored["config_hash"],
+                     "seed": opts.seed},
         "model": model_cls.name,
         "dataset": board,  # the leaderboard it belongs to: the source, or source_to_target for another target
         "dataset_key": ds.key,
         **({"source": ds.name, "target": target_ds.name, "target_key": target_ds.key} if target_ds is not None else {}),
         "task": model_cls.task,
         "preset": opts.preset,
+        "ranked": ranked,
         "seed": opts.seed,
-        "config": config,
+        "config_hash": stored["config_hash"],
+        "config": stored["options"],
+        "runner": stored["runner"],
+        "floor_seed": FLOOR_SEED,
         "model_plugin": {"name": plugins.plugin_of("model", model_cls.name).name,
                          "version": plugins.plugin_of("model", model_cls.name).version},
         "plugins": plugins.versions(),
-        "git_revision": git_revision(),
+        "code": code_state(),
         "environment": environment(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "train": {"steps": trainer.step, "resumed_from": trainer.resumed_from, "wall_s": round(trainer.wall_s, 3),
-                  "processes": world,
-                  "n_train": len(train), "history": trainer.history},
+        "train": {"steps": trainer.step, "phases": trainer.phases, "resumed_from": trainer.resumed_from,
+                  "wall_s": round(trainer.wall_s, 3), "processes": world, "n_train": len(train),
+                  "history": trainer.history},
         "generation": {"device": _device_label(device), "n_parameters": model.n_parameters(),
-                       "showers_per_s": throughput, "wall_s": round(gen_wall, 3)},
+                       "inference_nets": sorted(model.generating_nets()),
+                       "network_evaluations_per_shower": getattr(model, "network_evaluations_per_shower", 1),
+                       "showers_per_s": throughput, "timing_skipped": skipped, "wall_s": round(gen_wall, 3)},
         "n_test": len(generated),
         "metrics": results,
         "extra_splits": extra,
@@ -347,39 +548,57 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device) -> dict:
     if opts.plots:
         from .plots import run_plots
 
-        record["plots"] = run_plots(plugins, ds, real, generated, run_dir, model, trainer.history, extra_data)
+        try:
+            with plugin_step("plots", error_log):
+                record["plots"] = run_plots(plugins, ds, real, generated, run_dir, model, trainer.history, extra_data)
+        except CalobenchError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            record["plots"] = []
     write_json(run_dir / "record.json", record)
-    if opts.leaderboard is not None:
+    if opts.leaderboard is not None and ranked:
         from .leaderboard import add_record
 
         record["leaderboard"] = [str(p) for p in add_record(opts.leaderboard, record)]
     return record
 
 
-def _worker(opts, catalog, model_cls, ds, info, config, device, target_ds, run_dir) -> dict:
+def _worker(opts, model_cls, ds, info, options, settings, device, target_ds, run_dir) -> dict:
     """Ranks > 0 of a distributed run: wait for rank 0's data, train their shard, write nothing."""
     distributed.barrier()  # rank 0 prepares the data and the run folder
     train = ds.load("train")
     validation = ds.load("validation") if "validation" in ds.splits else None
     kwargs = {"target": target_ds.load("train")} if target_ds is not None else {}
     _seed_everything(opts.seed)
-    model = model_cls(info, config, device)
+    model = model_cls(info, options.model_dump(), device)
+    model.settings = settings
     trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed, progress=False,
-                      checkpoint_every=float(config.get("checkpoint_every_s", 120)),
-                      log_every=int(config.get("log_every", 10)))
+                      checkpoint_every=settings.checkpoint_every_s, log_every=settings.log_every)
+    trainer.bind(model)
     model.fit(train, trainer, validation, **kwargs)
+    trainer.finish()
     distributed.barrier()
     return {"rank": distributed.rank()}
 
 
 def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str | None = None,
              leaderboard: Path | None = None, out: Path | None = None, datasets_files=(), log=print) -> dict:
-    """Score showers produced elsewhere against the dataset's test split (no plugin needed)."""
+    """Score showers produced elsewhere against the dataset's test split (no plugin needed).
+
+    ``samples`` is a calobench-layout HDF5 file: ``/showers`` float32 [N, *shape] of the dataset's
+    geometry, non-negative, and ``/conditions/<name>`` for every condition of the dataset; N may
+    differ from the test split's size (each metric uses the showers it needs). The file is read
+    whole and checked before any metric runs."""
+    import hashlib
+
     plugins = get_plugins()
     reg = plugins.registry
     ds = Catalog(reg, datasets_files).get(dataset)
     ms = select_metrics(reg, metrics)
-    gen = read_hdf5(samples, lazy=True)
+    if out is not None:
+        check_writable(Path(out).parent, "output folder")
+    if name and leaderboard is not None:
+        check_writable(leaderboard, "leaderboard folder")
+    gen = read_hdf5(samples, lazy=False)
     geom = ds.geometry
     if tuple(gen.showers.shape[1:]) != tuple(geom.shape):
         raise CalobenchError(f"{samples}: showers have shape {tuple(gen.showers.shape[1:])}, "
@@ -393,6 +612,9 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
         raise CalobenchError(f"{samples}: contains no showers")
     gen = ShowerData(gen.array(), gen.conditions, geom)
     check_finite(gen, f"{samples}: showers")
+    if float(gen.array().min()) < 0:
+        raise CalobenchError(f"{samples}: showers contain negative energies (min {float(gen.array().min()):.4g}); "
+                             "cell energies must be >= 0")
     for c, (lo, hi) in ranges.items():
         v = gen.conditions[c]
         span = hi - lo
@@ -404,13 +626,17 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
     reference = ds.load("reference") if "reference" in ds.splits else None
     ctx = MetricContext(dataset=dataset_info(ds), seed=seed)
     log(f"metrics: {', '.join(m.name for m in ms) or 'none'} on {len(gen)} showers vs {len(real)} real (+ floor)")
-    results = score(ms, real, gen, ctx, reference, log=log)
+    results = score(ms, real, gen, ctx, reference, log=log, dataset_key=ds.key)
     label = name or f"{Path(samples).stem} (external)"
+    digest = hashlib.sha256(Path(samples).read_bytes()).hexdigest()
     record = {
-        "schema": 1, "kind": "evaluate", "model": label, "dataset": ds.name, "dataset_key": ds.key,
-        "preset": "-", "seed": seed, "samples": str(samples), "task": "generate",
+        "schema": RECORD_SCHEMA, "kind": "evaluate",
+        "identity": {"dataset_key": ds.key, "model": label, "config_hash": digest[:12], "seed": seed},
+        "model": label, "dataset": ds.name, "dataset_key": ds.key, "ranked": True,
+        "preset": "-", "seed": seed, "samples": str(samples), "samples_sha256": digest, "config_hash": digest[:12],
+        "config": {}, "floor_seed": FLOOR_SEED, "task": "generate",
         "model_plugin": {"name": "external", "version": "-"}, "plugins": plugins.versions(),
-        "git_revision": git_revision(), "environment": environment(torch.device("cpu")),
+        "code": code_state(), "environment": environment(torch.device("cpu")),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "generation": {"device": "-", "showers_per_s": {}}, "n_test": len(gen), "metrics": results,
     }

@@ -28,11 +28,22 @@ class Tiny(calobench.Simulator):
         return calobench.ShowerData(x, {"energy": e}, self.geometry())
 
 
+class TinyOptions(calobench.Options):
+    steps: int = 60
+    batch: int = 32
+    lr: float = 0.01
+    nan_at: int = -1  # make the loss NaN at this step (tests)
+    interrupt_at: int = -1  # raise KeyboardInterrupt at this step (tests)
+    fail_at: int = -1  # raise RuntimeError at this step (tests)
+    nan_samples: bool = False
+
+
 class TinyGen(calobench.Model):
     """Linear map from (energy, noise) to cells; enough to test the training contract."""
 
     name = "tiny_gen"
     datasets = ("tiny", "tiny_big")
+    Options = TinyOptions
     presets = {"smoke": {"steps": 30, "batch": 32, "lr": 0.01, "timing_batches": [1, 10]},
                "default": {"steps": 60, "batch": 32, "lr": 0.01, "timing_batches": [1, 10]},
                "paper": {"steps": 60, "batch": 32, "lr": 0.01}}
@@ -50,10 +61,12 @@ class TinyGen(calobench.Model):
             z = torch.randn(len(idx), 8)
             out = self.nets["gen"](torch.cat([e_all[idx, None] / 10, z], 1))
             loss = ((out - x_all[idx]) ** 2).mean()
-            if step == self.config.get("nan_at", -1):
+            if step == self.config["nan_at"]:
                 loss = loss * float("nan")
-            if step == self.config.get("interrupt_at", -1):
+            if step == self.config["interrupt_at"]:
                 raise KeyboardInterrupt
+            if step == self.config["fail_at"]:
+                raise RuntimeError("the plugin broke")
             self.optimizers["gen"].zero_grad()
             loss.backward()
             self.optimizers["gen"].step()
@@ -62,7 +75,7 @@ class TinyGen(calobench.Model):
     def sample(self, conditions):
         e = torch.as_tensor(conditions["energy"])[:, None] / 10
         out = self.nets["gen"](torch.cat([e, torch.randn(len(e), 8)], 1)).clamp_min(0)
-        if self.config.get("nan_samples"):
+        if self.config["nan_samples"]:
             out[0, 0] = float("nan")
         return out.reshape(-1, 4, 4, 3).numpy()
 

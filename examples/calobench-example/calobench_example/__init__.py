@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 import calobench
 
 __version__ = "0.1.0"
+
+
+class PerCellOptions(calobench.Options):
+    bins: PositiveInt = 8  # energy bins (quantiles of the training labels)
+    max_per_bin: PositiveInt = 4000  # training showers kept per bin
 
 
 class PerCellBaseline(calobench.Model):
@@ -21,6 +27,7 @@ class PerCellBaseline(calobench.Model):
     task = "generate"
     datasets = ()  # any dataset
     description = "independent per-cell sampling within energy bins"
+    Options = PerCellOptions
     presets = {
         "smoke": {"bins": 2, "max_per_bin": 200, "timing_batches": [1, 100]},
         "default": {"bins": 8, "max_per_bin": 4000},

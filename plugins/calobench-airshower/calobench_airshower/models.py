@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 import calobench
 
@@ -13,12 +14,43 @@ from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, Trace
 E_NORM = 100.0  # EeV
 
 
+class WGANOptions(calobench.Options):
+    width: PositiveFloat = 1.0
+    batch: PositiveInt = 128
+    n_critic: PositiveInt = 10
+    steps: PositiveInt = 20_000  # generator steps
+    constrainer_epochs: PositiveInt = 3  # pre-training of the AixNet constrainer (then frozen)
+    n_train: PositiveInt | None = None
+    latent: PositiveInt = 80
+    gp_lambda: NonNegativeFloat = 10.0
+    kappa: NonNegativeFloat = 0.01
+    lr: PositiveFloat = 5e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+
+
+class RefinerOptions(calobench.Options):
+    width: PositiveFloat = 1.0
+    critic_width: PositiveFloat = 1.0
+    batch: PositiveInt = 100
+    n_critic: PositiveInt = 10
+    steps: PositiveInt = 10_000  # refiner steps
+    n_train: PositiveInt | None = None
+    warmup: NonNegativeInt = 0  # critic steps before the refiner's first step
+    self_reg: NonNegativeFloat = 0.0  # weight of |R(x) - x| (SimGAN self-regularisation)
+    bound: PositiveFloat | None = None  # cap of the residual in log units (None: uncapped)
+    gp_lambda: NonNegativeFloat = 5.0
+    lr: PositiveFloat = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
 class AirshowerWGAN(calobench.Model):
     name = "airshower_wgan"
     task = "generate"
     datasets = ("airshower_pattern",)
     dataset_views = {"airshower": "airshower_pattern"}  # the paper's WGAN makes time-integrated patterns
     description = "WGAN-GP for 9x9 signal patterns, energy-constrained by an AixNet"
+    Options = WGANOptions
+    inference_nets = ("generator",)
     presets = {
         "smoke": {"width": 0.25, "batch": 32, "n_critic": 2, "steps": 5, "constrainer_epochs": 1, "n_train": 1000,
                   "timing_batches": [1, 100]},
@@ -27,11 +59,10 @@ class AirshowerWGAN(calobench.Model):
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
-    common = {"latent": 80, "gp_lambda": 10.0, "kappa": 0.01, "lr": 5e-4, "betas": (0.5, 0.9)}
 
     def __init__(self, dataset, config, device):
-        config = {**self.common, **config}
         super().__init__(dataset, config, device)
+        config = self.config
         w = config["width"]
         self.nets = {"generator": PatternGenerator(config["latent"], w).to(device),
                      "critic": PatternCritic(w).to(device), "constrainer": PatternAixNet(w).to(device)}
@@ -45,10 +76,10 @@ class AirshowerWGAN(calobench.Model):
         G, D, A = self.nets["generator"], self.nets["critic"], self.nets["constrainer"]
         U = to_net(torch.as_tensor(data.array()))
         E = torch.as_tensor(data.conditions["energy"]) / E_NORM
-        for step in trainer.steps(self, int(c["steps"])):
-            if step == 0:  # pre-train the constrainer on data, then freeze it (restored from checkpoints on resume)
-                train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
-                                epochs=c["constrainer_epochs"], patience=99, device=dev)
+        for _ in trainer.phase("constrainer", 1):  # pre-train the constrainer on data; frozen afterwards
+            train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
+                            epochs=c["constrainer_epochs"], patience=99, device=dev)
+        for step in trainer.phase("wgan", int(c["steps"])):
             A.eval()
             for _ in range(c["n_critic"]):
                 idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
@@ -88,6 +119,8 @@ class AirshowerRefiner(calobench.Model):
     task = "refine"
     datasets = ("airshower_sim",)
     description = "residual refiner (1x1x7 time convolutions, 4 blocks) making simulated traces data-like"
+    Options = RefinerOptions
+    inference_nets = ("refiner",)
     presets = {
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
                   "warmup": 2, "self_reg": 10.0, "bound": 0.2, "timing_batches": [1, 100]},
@@ -96,13 +129,12 @@ class AirshowerRefiner(calobench.Model):
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
                   "warmup": 0, "self_reg": 0.0, "bound": None},
     }
-    common = {"gp_lambda": 5.0, "lr": 1e-4, "betas": (0.5, 0.999)}
 
     def __init__(self, dataset, config, device):
-        config = {**self.common, **config}
         super().__init__(dataset, config, device)
-        self.nets = {"refiner": Refiner(config["width"], bound=config.get("bound")).to(device),
-                     "critic": TraceAixNet(config.get("critic_width", config["width"]), n_out=1).to(device)}
+        config = self.config
+        self.nets = {"refiner": Refiner(config["width"], bound=config["bound"]).to(device),
+                     "critic": TraceAixNet(config["critic_width"], n_out=1).to(device)}
         b = tuple(config["betas"])
         self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
@@ -127,16 +159,15 @@ class AirshowerRefiner(calobench.Model):
             self.optimizers["critic"].step()
             return loss_d
 
-        for step in trainer.steps(self, int(c["steps"])):
-            if step == 0:  # the critic first learns data vs (identity-)refined simulation
-                for _ in range(int(c.get("warmup", 0))):
-                    critic_step()
+        for _ in trainer.phase("critic_warmup", c["warmup"]):  # data vs (identity-)refined simulation
+            critic_step()
+        for step in trainer.phase("refiner", c["steps"]):
             for _ in range(c["n_critic"]):
                 loss_d = critic_step()
             sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
             refined = R(sim)
             reg = (refined - sim).abs().mean()  # self-regularisation (SimGAN): stay close to the input
-            loss_r = -D(refined).mean() + c.get("self_reg", 0.0) * reg
+            loss_r = -D(refined).mean() + c["self_reg"] * reg
             self.optimizers["refiner"].zero_grad(set_to_none=True)
             loss_r.backward()
             self.optimizers["refiner"].step()

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+import pydantic
 import torch
+from pydantic import PositiveFloat, PositiveInt
 
 import calobench
 
@@ -16,12 +19,38 @@ LABEL_SCALE = torch.tensor([100.0, 3.0, 2.5])
 AUX_UNITS = torch.tensor([100.0, 30.0, 25.0])
 
 
+class HGCALOptions(calobench.Options):
+    width: PositiveFloat = 1.0  # channel multiplier of every network
+    batch: PositiveInt = 256
+    n_critic: PositiveInt = 9
+    steps: PositiveInt | None = None  # generator steps; or give epochs
+    epochs: PositiveFloat | None = None  # passes over the training set (counted in critic batches)
+    lr: PositiveFloat = 1e-4
+    lr_drops: list[float] = []  # steps (or fractions of the run, < 1) after which lr drops x10
+    n_train: PositiveInt | None = None  # training showers used (None: all)
+    constrainer_each_critic_step: bool = True
+    gp_lambda: float = 5.0
+    kappa: float = 0.01  # weight of the constrainers' term in the generator loss
+    adam_betas: tuple[float, float] = (0.0, 0.9)
+    apply_threshold: bool = True
+    transform: Literal["linear", "log"] = "log"
+
+    @pydantic.model_validator(mode="after")
+    def _length(self):
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs (to replace a preset's epochs by steps: "
+                             "--set epochs=null --set steps=N)")
+        return self
+
+
 class HGCALWGAN(calobench.Model):
     name = "hgcal_wgan"
     task = "generate"
     datasets = ("hgcal",)
     description = "WGAN-GP, 7 generator towers, label-aware critic, energy + position constrainers"
     distributed = True
+    Options = HGCALOptions
+    inference_nets = ("generator",)
     presets = {
         # seconds: for tests
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
@@ -34,12 +63,10 @@ class HGCALWGAN(calobench.Model):
         "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-4, "lr_drops": [0.5, 0.75],
                   "n_train": None, "constrainer_each_critic_step": True},
     }
-    common = {"gp_lambda": 5.0, "kappa": 0.01, "adam_betas": (0.0, 0.9), "apply_threshold": True,
-              "transform": "log"}
 
     def __init__(self, dataset, config, device):
-        config = {**self.common, **config}
         super().__init__(dataset, config, device)
+        config = self.config
         g = dataset.geometry
         missing = [c for c in LABELS if c not in dataset.conditions]
         if missing or g.shape != (12, 15, 7):
@@ -57,10 +84,14 @@ class HGCALWGAN(calobench.Model):
             "constrainers": torch.optim.Adam([*self.nets["energy_constrainer"].parameters(),
                                               *self.nets["position_constrainer"].parameters()], config["lr"]),
         }
-        self.scale = torch.ones(1)  # MIP per network unit (linear transform), set from the training data
+        # MIP per network unit (linear transform), set from the training data; a buffer of the
+        # generator, so it travels with the weights
+        self.nets["generator"].register_buffer("scale", torch.ones(1, device=device))
         self.threshold = float(g.threshold)
-        if config["transform"] not in ("linear", "log"):
-            raise calobench.CalobenchError(f"hgcal_wgan: transform must be linear or log, got {config['transform']!r}")
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.nets["generator"].scale
 
     # -- the networks' cell scale ------------------------------------------------
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +135,7 @@ class HGCALWGAN(calobench.Model):
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
         X = torch.as_tensor(data.array())
         nz = X[X > 0]
-        self.scale = torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1)
+        self.scale.copy_(torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1))
         X = self.to_net(X)
         L = self._labels(data.conditions)
         G, D = self.nets["generator"], self.nets["critic"]
@@ -176,11 +207,3 @@ class HGCALWGAN(calobench.Model):
         with torch.no_grad():
             y = torch.cat([AE(x), AP(x)], 1).cpu() * LABEL_SCALE
         return {c: y[:, i].numpy() for i, c in enumerate(LABELS)}
-
-    # the data scale travels with the weights
-    def state_dict(self):
-        return {**super().state_dict(), "scale": self.scale.cpu()}
-
-    def load_state_dict(self, state):
-        self.scale = state["scale"].cpu().reshape(1)
-        super().load_state_dict({k: v for k, v in state.items() if k != "scale"})

@@ -9,10 +9,13 @@ Cells enter the networks as (50 x E_cell / GeV)^0.85.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 import calobench
 
@@ -28,10 +31,46 @@ def mape(pred, target):
     return 100 * (torch.abs(pred - target) / torch.clamp(torch.abs(target), min=1e-7)).mean()
 
 
+class Stage(calobench.Options):
+    energy: tuple[float, float] | None = None  # E_p range in GeV of this stage's showers (None: all)
+    epochs: PositiveFloat
+
+
+class ThreeDGANOptions(calobench.Options):
+    crop: int | None = None  # train on the central crop x crop cells (odd, 9-51; None: full 51 x 51)
+    width: PositiveFloat = 1.0
+    batch: PositiveInt = 64
+    steps: PositiveInt | None = None  # one stage of this many steps; or give stages
+    stages: list[Stage] | None = None  # training stages, each resuming from the previous weights
+    n_train: PositiveInt | None = None
+    n_select: PositiveInt = 2000  # hold-out showers scoring each candidate generator
+    select_every: PositiveInt | Literal["epoch"] = "epoch"
+    sample_batch: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    power: PositiveFloat = 0.85
+    xscale: PositiveFloat = 50.0
+    label_flip: NonNegativeFloat = 0.05
+    loss_weights: tuple[float, float, float, float] = (3.0, 0.1, 25.0, 0.1)  # real/fake, E_p, angle, sum
+    generator_steps: PositiveInt = 2
+    dropout: NonNegativeFloat = 0.2
+    apply_threshold: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        if (self.steps is None) == (self.stages is None):
+            raise ValueError("give exactly one of steps or stages (to train a fixed number of steps instead of "
+                             "the preset's stages: --set stages=null --set steps=N)")
+        if self.crop is not None and (self.crop < 9 or self.crop > 51 or self.crop % 2 == 0):
+            raise ValueError(f"crop must be an odd number of cells in [9, 51] or null, got {self.crop}")
+        return self
+
+
 class ThreeDGAN(calobench.Model):
     name = "3dgan"
     task = "generate"
     description = "3-D convolutional GAN conditioned on E_p and theta, with angle and energy-sum physics heads"
+    Options = ThreeDGANOptions
+    inference_nets = ("generator",)
     presets = {
         "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
                   "timing_batches": [1, 8], "sample_batch": 16},
@@ -45,9 +84,6 @@ class ThreeDGAN(calobench.Model):
                                                                     {"energy": None, "epochs": 60}],
                   "n_train": None, "n_select": 2000, "select_every": "epoch", "timing_batches": [1, 100, 10000]},
     }
-    common = {"lr": 1e-3, "power": 0.85, "xscale": 50.0, "label_flip": 0.05, "loss_weights": [3.0, 0.1, 25.0, 0.1],
-              "generator_steps": 2, "dropout": 0.2, "sample_batch": 64, "apply_threshold": True}
-
     @classmethod
     def supports(cls, dataset):
         if tuple(dataset.geometry.shape) != SHAPE or not set(LABELS) <= set(dataset.conditions):
@@ -56,15 +92,13 @@ class ThreeDGAN(calobench.Model):
         return None
 
     def __init__(self, dataset, config, device):
-        config = {**self.common, **config}
         super().__init__(dataset, config, device)
+        config = self.config
         g = dataset.geometry
         missing = [c for c in LABELS if c not in dataset.conditions]
         if missing or tuple(g.shape) != SHAPE:
             raise calobench.CalobenchError(f"3dgan needs 51x51x25 showers with conditions {', '.join(LABELS)}")
-        crop = config.get("crop")
-        if crop is not None and (not isinstance(crop, int) or crop < 9 or crop > 51 or crop % 2 == 0):
-            raise calobench.CalobenchError(f"3dgan: crop must be an odd number of cells in [9, 51] or null, got {crop!r}")
+        crop = config["crop"]
         self.net_shape = (crop, crop, SHAPE[2]) if crop else SHAPE
         w = config["width"]
         self.nets = {"generator": Generator(w, self.net_shape),
@@ -73,8 +107,6 @@ class ThreeDGAN(calobench.Model):
             net.to(device)
         self.optimizers = {n: torch.optim.RMSprop(net.parameters(), lr=config["lr"]) for n, net in self.nets.items()}
         self.threshold = float(g.threshold)
-        self.best = {"score": torch.tensor(float("inf")), "step": torch.tensor(-1)}
-        self.best_weights: dict = {}
 
     # -- scales ----------------------------------------------------------------
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +135,7 @@ class ThreeDGAN(calobench.Model):
     def _stages(self, energy: np.ndarray) -> list:
         """[(indices of the training showers, number of steps)] per stage."""
         c = self.config
-        if "stages" not in c:
+        if c["stages"] is None:
             return [(np.arange(len(energy)), int(c["steps"]))]
         out = []
         for st in c["stages"]:
@@ -117,7 +149,7 @@ class ThreeDGAN(calobench.Model):
     def total_steps(self, n_train: int) -> int:
         """Steps for ``n_train`` showers with E_p flat over the dataset's range (for projections)."""
         c = self.config
-        if "stages" not in c:
+        if c["stages"] is None:
             return int(c["steps"])
         lo, hi = self.dataset.conditions["energy"]
         total = 0
@@ -158,50 +190,51 @@ class ThreeDGAN(calobench.Model):
         opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
         w_bce, w_aux, w_ang, w_sum = c["loss_weights"]
         stages = self._stages(E.numpy())
-        total = sum(n for _, n in stages)
-        bounds = np.cumsum([0] + [n for _, n in stages])
         every = c["select_every"]
         every = max(1, math.ceil(len(X) / c["batch"])) if every == "epoch" else int(every)
-        B = c["batch"]
-        for step in trainer.steps(self, total):
-            pool = stages[int(np.searchsorted(bounds, step, side="right") - 1)][0]
-            idx = torch.as_tensor(pool[trainer.rng.integers(0, len(pool), B)])
-            real, e, th, s_real = X[idx].to(dev), E[idx].to(dev), TH[idx].to(dev), S[idx].to(dev)
-            G.train(), D.train()
-            with torch.no_grad():
-                fake = G(self.latent(e, th))
-            # discriminator: the real batch, then a fake batch for the same conditions (labels flipped 5 %)
-            losses_d = []
-            for images, label in ((real, 1.0), (fake, 0.0)):
-                flip = torch.as_tensor(trainer.rng.random(B) < c["label_flip"], device=dev)
-                target = torch.where(flip, 1.0 - label, label).float()
-                logit, aux = D(images)
-                loss_d = w_bce * F.binary_cross_entropy_with_logits(logit, target) + w_aux * mape(aux, e / 100)
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                losses_d.append(loss_d.detach())
-            # generator, twice: fool D, keep E_p, the angle and the energy sum of the conditions
-            for _ in range(c["generator_steps"]):
-                gen = G(self.latent(e, th))
-                logit, aux = D(gen)
-                lin = self.from_net(gen)
-                ang = measured_angle(lin)
-                ang = torch.where(torch.isnan(ang), torch.full_like(ang, math.pi / 2), ang)
-                l_bce = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-                l_aux, l_ang, l_sum = mape(aux, e / 100), (ang - th).abs().mean(), mape(ecal_sum(lin), s_real)
-                loss_g = w_bce * l_bce + w_aux * l_aux + w_ang * l_ang + w_sum * l_sum
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-            trainer.log(d_real=losses_d[0], d_fake=losses_d[1], generator=loss_g, angle_mae=l_ang, sum_mape=l_sum)
-            if (step + 1) % every == 0 or step + 1 == total:
-                score = self._sf_error(sel)
-                if score < float(self.best["score"]):
-                    self.best = {"score": torch.tensor(score), "step": torch.tensor(step + 1)}
-                    self.best_weights = {k: v.detach().clone() for k, v in G.state_dict().items()}
-        if self.best_weights:
-            G.load_state_dict(self.best_weights)
+        total = sum(n for _, n in stages)
+        best = calobench.BestWeights(G, mode="min")  # the generator with the lowest sampling-fraction error
+        trainer.track("best_generator", best)
+        B, done = c["batch"], 0
+        for i, (pool, n_steps) in enumerate(stages):
+            name = "train" if len(stages) == 1 else f"stage{i + 1}"
+            for step in trainer.phase(name, n_steps):
+                g_step = done + step + 1  # steps done over all stages after this one
+                idx = torch.as_tensor(pool[trainer.rng.integers(0, len(pool), B)])
+                real, e, th, s_real = X[idx].to(dev), E[idx].to(dev), TH[idx].to(dev), S[idx].to(dev)
+                G.train(), D.train()
+                with torch.no_grad():
+                    fake = G(self.latent(e, th))
+                # discriminator: the real batch, then a fake batch for the same conditions (labels flipped 5 %)
+                losses_d = []
+                for images, label in ((real, 1.0), (fake, 0.0)):
+                    flip = torch.as_tensor(trainer.rng.random(B) < c["label_flip"], device=dev)
+                    target = torch.where(flip, 1.0 - label, label).float()
+                    logit, aux = D(images)
+                    loss_d = w_bce * F.binary_cross_entropy_with_logits(logit, target) + w_aux * mape(aux, e / 100)
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()
+                    losses_d.append(loss_d.detach())
+                # generator, twice: fool D, keep E_p, the angle and the energy sum of the conditions
+                for _ in range(c["generator_steps"]):
+                    gen = G(self.latent(e, th))
+                    logit, aux = D(gen)
+                    lin = self.from_net(gen)
+                    ang = measured_angle(lin)
+                    ang = torch.where(torch.isnan(ang), torch.full_like(ang, math.pi / 2), ang)
+                    l_bce = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+                    l_aux, l_ang, l_sum = mape(aux, e / 100), (ang - th).abs().mean(), mape(ecal_sum(lin), s_real)
+                    loss_g = w_bce * l_bce + w_aux * l_aux + w_ang * l_ang + w_sum * l_sum
+                    opt_g.zero_grad(set_to_none=True)
+                    loss_g.backward()
+                    opt_g.step()
+                trainer.log(d_real=losses_d[0], d_fake=losses_d[1], generator=loss_g, angle_mae=l_ang,
+                            sum_mape=l_sum)
+                if g_step % every == 0 or g_step == total:
+                    best.update(self._sf_error(sel), g_step)
+            done += n_steps
+        best.restore()
 
     # -- generation ------------------------------------------------------------
     @torch.no_grad()
@@ -222,21 +255,3 @@ class ThreeDGAN(calobench.Model):
                 x = torch.where(x < self.threshold, torch.zeros_like(x), x)
             out.append(x.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, *SHAPE), np.float32)
-
-    # -- state: the selected generator and its score travel with the weights ------
-    def state_dict(self):
-        return {**super().state_dict(), "best.score": self.best["score"].reshape(1),
-                "best.step": self.best["step"].reshape(1)}
-
-    def load_state_dict(self, state):
-        self.best = {"score": state["best.score"].reshape(()), "step": state["best.step"].reshape(())}
-        super().load_state_dict({k: v for k, v in state.items() if not k.startswith("best")})
-
-    def training_state(self):
-        st = super().training_state()
-        st["best_weights"] = {k: v.cpu() for k, v in self.best_weights.items()}
-        return st
-
-    def load_training_state(self, state):
-        super().load_training_state(state)
-        self.best_weights = {k: v.to(self.device) for k, v in state.get("best_weights", {}).items()}
