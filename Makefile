@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml $(PLUGINS)
 	touch $@
 
 demo: install
-	$(VENV)/bin/calobench run --model hgcal_wgan --dataset hgcal
+	$(VENV)/bin/calobench run --model hgcal_wgan --dataset hgcal --leaderboard leaderboard
 
 test: install
 	$(PY) -m pytest

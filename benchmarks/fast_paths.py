@@ -2,7 +2,7 @@
 
     python benchmarks/fast_paths.py [--models hgcal_wgan,3dgan] [--batches 1,100]
         [--paths generation_compile,channels_last,generation_amp=bf16,threads=1] [--rounds 2]
-        [--out leaderboard/fast_paths.md]
+        [--out benchmarks/results/fast_paths.md]
 
 For every model and batch size, each variant (plain first, then every fast path) is timed by
 ``benchmarks/speed.py --one`` in its own process (median of up to 10 calls after a warm-up;

@@ -2,7 +2,7 @@
 
     python benchmarks/metrics_speed.py [--shape 51,51,25] [--sizes 1000,10000] [--with-networks]
     python benchmarks/metrics_speed.py --datasets hgcal,lcd,airshower_sim,airshower_pattern \
-        --sizes 1000,10000,100000 --out leaderboard/metrics_speed.md
+        --sizes 1000,10000,100000 --out benchmarks/results/metrics_speed.md
 
 Times every metric (real vs generated, N showers each) at each N. By default the metrics
 that train networks (classifier_auc, triforce, the air-shower AixNet metrics) are left

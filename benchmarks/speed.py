@@ -1,7 +1,7 @@
 """Generation and training speed of every installed model, against its physics simulator.
 
     python benchmarks/speed.py [--models hgcal_wgan,3dgan] [--device auto|cpu|cuda]
-                               [--batches 1,100,10000] [--budget 60] [--out leaderboard/speed.md]
+                               [--batches 1,100,10000] [--budget 60] [--out benchmarks/results/speed.md]
 
 Generation (the CaloChallenge protocol): per batch size one warm-up call, then the median
 of 10 timed calls (fewer when 10 would exceed --budget seconds; a batch whose estimated
@@ -232,7 +232,7 @@ def main():
     ap.add_argument("--batches", default="1,100,10000")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per (model, batch) measurement")
     ap.add_argument("--train-steps", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path("leaderboard/speed.md"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.md"))
     ap.add_argument("--gen-preset", default="paper", help="preset whose networks are timed for generation")
     ap.add_argument("--no-train", action="store_true", help="skip the training figures")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

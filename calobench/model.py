@@ -261,8 +261,9 @@ class Trainer:
     FORMAT = 2
 
     def __init__(self, checkpoint: Path | None = None, resume: bool = False, seed: int = 0,
-                 progress: bool = True, checkpoint_every: float = 120.0, log_every: int = 10, desc: str = "training"):
-        self.checkpoint, self.resume, self.progress = checkpoint, resume, progress
+                 progress: bool = True, checkpoint_every: float = 120.0, log_every: int = 10, desc: str = "training",
+                 stop_after: int | None = None):
+        self.checkpoint, self.resume, self.progress, self.stop_after = checkpoint, resume, progress, stop_after
         self.checkpoint_every, self.log_every, self.desc = checkpoint_every, log_every, desc
         self.rng = np.random.default_rng(seed)
         self.history: list = []
@@ -388,8 +389,9 @@ class Trainer:
                 self.step += 1
                 self._current = (name, done)
                 interrupted = self._signal is not None
+                limit = self.stop_after is not None and self.step >= self.stop_after  # the same on every rank
                 stop = self._stop or done == total
-                save = stop or interrupted or time.monotonic() - last_save > self.checkpoint_every
+                save = stop or interrupted or limit or time.monotonic() - last_save > self.checkpoint_every
                 if distributed.world_size() > 1:  # every rank takes the same decisions as rank 0
                     bits = distributed.broadcast_int(int(save) | int(interrupted) << 1)
                     save, interrupted = bool(bits & 1), bool(bits & 2)
@@ -411,6 +413,9 @@ class Trainer:
                 if interrupted:
                     sig = signal.Signals(self._signal).name if self._signal else "signal"
                     raise Interrupted(f"{sig} at step {done} of phase '{name}'; checkpoint written")
+                if limit:
+                    raise Interrupted(f"stopped after {self.step} steps as asked (stop_after_steps); "
+                                      "checkpoint written")
                 if stop:
                     break
             else:

@@ -17,7 +17,7 @@ import json
 from typing import Literal
 
 import pydantic
-from pydantic import ConfigDict, PositiveFloat, PositiveInt
+from pydantic import ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from .errors import CalobenchError, unknown
 
@@ -38,15 +38,16 @@ class RunSettings(Options):
     generation_compile: bool = False  # torch.compile the inference networks (in place)
     channels_last: bool = False  # channels-last memory format for the inference networks' convolutions
     cudnn_benchmark: bool = False  # cuDNN autotuning (CUDA only)
-    checkpoint_every_s: PositiveFloat = 120.0
+    checkpoint_every_s: NonNegativeFloat = 120.0  # 0: after every step
     log_every: PositiveInt = 10
     n_eval: PositiveInt | None = None  # score only the first N test showers (None: the whole split)
+    stop_after_steps: PositiveInt | None = None  # end this session after N steps in all, checkpointed (--resume)
 
 
 # Runner settings that change how fast or how verbosely a run goes, never its result: they are
 # left out of the config hash (the record's identity) and may differ on --resume.
 SPEED_ONLY = ("timing_batches", "timing_budget_s", "generation_compile", "channels_last", "cudnn_benchmark",
-              "checkpoint_every_s", "log_every")
+              "checkpoint_every_s", "log_every", "stop_after_steps")
 
 
 def parse_set(pairs) -> dict:

@@ -366,6 +366,18 @@ def run_folder(out: Path, board: str, model: str, preset: str, chash: str, seed:
     return Path(out) / f"{board}__{model}__{preset}-{chash[:8]}__seed{seed}"
 
 
+def _config_diff(old: dict, new: dict) -> list:
+    """The option and (result-affecting) runner keys whose values differ between two config.json."""
+    o, n = old.get("options", {}), new.get("options", {})
+    diff = [f"{k} ({o.get(k)!r} -> {n.get(k)!r})" for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+    o, n = old.get("runner", {}), new.get("runner", {})
+    diff += [f"{k} ({o.get(k)!r} -> {n.get(k)!r})" for k in sorted(set(o) | set(n))
+             if k not in SPEED_ONLY and o.get(k) != n.get(k)]
+    if old.get("model") != new.get("model"):
+        diff.insert(0, f"model ({old.get('model')!r} -> {new.get('model')!r})")
+    return diff
+
+
 def _check_run_folder(run_dir: Path, resume: bool, stored_config: dict) -> None:
     """Refuse, before anything is written, a run that would clobber or mix with another."""
     ckpt, record, cfg = run_dir / "checkpoint.pt", run_dir / "record.json", run_dir / "config.json"
@@ -378,15 +390,17 @@ def _check_run_folder(run_dir: Path, resume: bool, stored_config: dict) -> None:
                                  "remove the folder to start again")
         return
     if not ckpt.exists():
-        raise CalobenchError(f"--resume: no checkpoint in {run_dir}; run the same command without --resume")
+        prefix, seed = run_dir.name.rsplit("-", 1)[0], run_dir.name.rsplit("__seed", 1)[1]
+        for other in sorted(run_dir.parent.glob(f"{prefix}-*__seed{seed}")):
+            if other != run_dir and (other / "checkpoint.pt").exists() and (other / "config.json").exists():
+                diff = _config_diff(read_json(other / "config.json"), stored_config)
+                raise CalobenchError(f"--resume: the checkpoint in {other} was trained with another configuration "
+                                     f"({'; '.join(diff)}); resume with its settings or start a new run")
+        return  # killed before its first checkpoint: it starts from step 0
     if cfg.exists():
-        old = read_json(cfg)
-        diff = sorted(k for k in set(old.get("options", {})) | set(stored_config["options"])
-                      if old.get("options", {}).get(k) != stored_config["options"].get(k))
-        diff += sorted(f"runner.{k}" for k in set(old.get("runner", {})) | set(stored_config["runner"])
-                       if k not in SPEED_ONLY and old.get("runner", {}).get(k) != stored_config["runner"].get(k))
-        if diff or old.get("model") != stored_config["model"]:
-            raise CalobenchError(f"--resume: the configuration differs from the checkpoint's in {', '.join(diff)}; "
+        diff = _config_diff(read_json(cfg), stored_config)
+        if diff:
+            raise CalobenchError(f"--resume: the configuration differs from the checkpoint's in {'; '.join(diff)}; "
                                  "resume with the original settings or start a new run")
 
 
@@ -440,7 +454,8 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device, options, settin
     model.settings = settings
     trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed,
                       progress=opts.progress, checkpoint_every=settings.checkpoint_every_s,
-                      log_every=settings.log_every, desc=f"training {model_cls.name}")
+                      log_every=settings.log_every, desc=f"training {model_cls.name}",
+                      stop_after=settings.stop_after_steps)
     trainer.bind(model)
     log(f"model: {model_cls.name} ({opts.preset}, config {chash}), {model.n_parameters():,} generation "
         f"parameters, device {device}")
@@ -572,7 +587,8 @@ def _worker(opts, model_cls, ds, info, options, settings, device, target_ds, run
     model = model_cls(info, options.model_dump(), device)
     model.settings = settings
     trainer = Trainer(checkpoint=run_dir / "checkpoint.pt", resume=opts.resume, seed=opts.seed, progress=False,
-                      checkpoint_every=settings.checkpoint_every_s, log_every=settings.log_every)
+                      checkpoint_every=settings.checkpoint_every_s, log_every=settings.log_every,
+                      stop_after=settings.stop_after_steps)
     trainer.bind(model)
     model.fit(train, trainer, validation, **kwargs)
     trainer.finish()

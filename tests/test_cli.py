@@ -14,8 +14,14 @@ from calobench.runner import VOLATILE
 RUN = ["run", "--model", "tiny_gen", "--dataset", "tiny", "--preset", "smoke", "--quiet"]
 
 
+def run_dir_of(out="runs", preset="smoke", seed=0) -> Path:
+    found = sorted(Path(out).glob(f"tiny__tiny_gen__{preset}-*__seed{seed}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def record_of(out="runs", preset="smoke", seed=0):
-    return json.loads((Path(out) / f"tiny__tiny_gen__{preset}__seed{seed}" / "record.json").read_text())
+    return json.loads((run_dir_of(out, preset, seed) / "record.json").read_text())
 
 
 def strip(rec):
@@ -26,11 +32,11 @@ def strip(rec):
         for p in parents:
             d = d.get(p, {})
         d.pop(last, None)
-    for m in rec["metrics"].values():
+    for m in [*rec["metrics"].values(), *(e for x in rec.get("extra_splits", {}).values()
+                                          for e in x["metrics"].values())]:
         m.pop("seconds", None)
-    for x in rec.get("extra_splits", {}).values():
-        for m in x["metrics"].values():
-            m.pop("seconds", None)
+        if "note" in m:  # the traceback's path names the run folder
+            m["note"] = m["note"].split("; traceback in")[0]
     rec.pop("plots", None)
     return rec
 
@@ -56,7 +62,7 @@ def test_plugins_lists_hooks_and_builtins(invoke):
 def test_run_writes_everything(invoke):
     r = invoke(*RUN)
     assert r.exit_code == 0, r.output
-    run_dir = Path("runs/tiny__tiny_gen__smoke__seed0")
+    run_dir = run_dir_of()
     for f in ("config.json", "checkpoint.pt", "model.safetensors", "samples.h5", "record.json",
               "samples_hot.h5", "plots/observables.png", "plots/losses.png"):
         assert (run_dir / f).exists(), f
@@ -64,45 +70,81 @@ def test_run_writes_everything(invoke):
     assert rec["metrics"]["e_w1"]["status"] == "ok"
     assert rec["metrics"]["e_w1"]["floor"] < rec["metrics"]["e_w1"]["value"]
     assert rec["metrics"]["needs_many"]["status"] == "skipped"
-    assert rec["metrics"]["broken_metric"]["status"] == "error" and "boom" in rec["metrics"]["broken_metric"]["note"]
+    assert rec["metrics"]["broken_metric"]["status"] == "failed" and "boom" in rec["metrics"]["broken_metric"]["note"]
+    assert "RuntimeError: boom" in (run_dir / "error.log").read_text()
     assert rec["extra_splits"]["hot"]["n"] == 40
     assert set(rec["generation"]["showers_per_s"]) == {"1", "10"}
-    for key in ("git_revision", "environment", "plugins", "model_plugin", "train", "date"):
+    for key in ("code", "environment", "plugins", "model_plugin", "train", "date", "config", "runner",
+                "config_hash", "identity"):
         assert key in rec
-    assert rec["train"]["steps"] == 30
-    md = Path("leaderboard/tiny.md").read_text()
+    assert {"revision", "dirty"} <= set(rec["code"]) and "scipy" in rec["environment"]["packages"]
+    assert rec["config"] == {**toyplugin_options(), "steps": 30, "batch": 32, "lr": 0.01}
+    assert rec["train"]["steps"] == 30 and rec["ranked"] is False
+    assert not Path("leaderboard").exists()  # no board unless one is named, and never for smoke
+    assert "record:" in r.stdout and "leaderboard:" not in r.stdout
+
+
+def toyplugin_options():
+    import toyplugin
+
+    return toyplugin.TinyOptions().model_dump()
+
+
+def test_ranked_run_reaches_the_named_board_only(invoke):
+    r = invoke(*RUN[:-2], "default", "--quiet", "--no-timing", "--no-plots", "--leaderboard", "board")
+    assert r.exit_code == 0, r.output
+    md = Path("board/tiny.md").read_text()
     assert "floor (real vs real)" in md and "tiny_gen" in md and "e_w1 ↓" in md and "±" in md
-    assert Path("leaderboard/records").glob("*.json")
-    assert "record:" in r.stdout and "leaderboard:" in r.stdout
+    assert len(list(Path("board/records").glob("*.json"))) == 1
+    assert "leaderboard: board/tiny.md" in r.stdout
+    r = invoke(*RUN, "--no-timing", "--no-plots", "--leaderboard", "board")  # smoke: the board is untouched
+    assert r.exit_code == 0, r.output
+    assert Path("board/tiny.md").read_text() == md and len(list(Path("board/records").glob("*.json"))) == 1
 
 
 def test_same_seed_same_record(invoke):
     invoke(*RUN, "--out", "a", "--no-timing")
     invoke(*RUN, "--out", "b", "--no-timing")
-    assert strip(record_of("a")) | {"train": None} == strip(record_of("b")) | {"train": None}
-    assert record_of("a")["metrics"] == record_of("a")["metrics"]
-    assert strip(record_of("a"))["metrics"] == strip(record_of("b"))["metrics"]
+    a, b = strip(record_of("a")), strip(record_of("b"))
+    assert a["train"]["history"] == b["train"]["history"]
+    assert a | {"train": None} == b | {"train": None}
+    assert a["metrics"]["e_w1"]["value"] > 0
     invoke(*RUN, "--out", "c", "--no-timing", "--seed", "1")
     assert strip(record_of("c", seed=1))["metrics"] != strip(record_of("a"))["metrics"]
 
 
-def test_interrupt_then_resume_matches_uninterrupted(invoke):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_checkpoints_then_resume_matches_uninterrupted(invoke, monkeypatch, sig):
     invoke(*RUN, "--out", "full", "--no-timing", "--no-plots")
-    r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots", "--set", "interrupt_at=20",
-               "--set", "checkpoint_every_s=0")
-    assert r.exit_code == 130 and "--resume" in r.output
-    run_dir = Path("cut/tiny__tiny_gen__smoke__seed0")
+    monkeypatch.setenv("TOY_SIGNAL_AT", "20")
+    monkeypatch.setenv("TOY_SIGNAL", sig)
+    r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots")
+    monkeypatch.delenv("TOY_SIGNAL_AT")
+    assert r.exit_code == 130 and f"{sig} at step 21" in r.output and "--resume" in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: interrupted: ")
+    assert "Traceback" not in r.output
+    run_dir = run_dir_of("cut")
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "record.json").exists()
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots")
-    assert r.exit_code != 0 and "already exists" in r.output
-    (run_dir / ".checkpoint.pt.killed.tmp").write_bytes(b"half a checkpoint")  # as a SIGKILL mid-write leaves
-    r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots", "--resume", "--set", "checkpoint_every_s=0")
+    assert r.exit_code != 0 and "pass --resume" in r.output
+    (run_dir / ".checkpoint.pt.999999999.killed.tmp").write_bytes(b"half a checkpoint")  # as SIGKILL mid-write leaves
+    r = invoke(*RUN, "--out", "cut", "--no-timing", "--no-plots", "--resume")
     assert r.exit_code == 0, r.output
     assert not list(run_dir.glob(".*.tmp"))
     resumed, full = record_of("cut"), record_of("full")
-    assert resumed["train"]["resumed_from"] == 20
+    assert resumed["train"]["resumed_from"] == 21
     assert strip(resumed)["metrics"] == strip(full)["metrics"]
+    assert resumed["train"]["history"] == full["train"]["history"]
+
+
+def test_keyboard_interrupt_mid_step_keeps_last_checkpoint(invoke):
+    r = invoke(*RUN, "--no-timing", "--no-plots", "--set", "interrupt_at=20", "--set", "checkpoint_every_s=0")
+    assert r.exit_code == 130 and "--resume" in r.output
+    assert (run_dir_of() / "checkpoint.pt").exists() and not (run_dir_of() / "record.json").exists()
+    r = invoke(*RUN, "--no-timing", "--no-plots", "--set", "interrupt_at=20", "--set", "checkpoint_every_s=0",
+               "--resume", "--set", "lr=0.5")
+    assert r.exit_code == 1 and "--resume" in r.output and "lr" in r.output
 
 
 def test_nan_loss_is_a_clear_error(invoke):
@@ -114,7 +156,7 @@ def test_nan_loss_is_a_clear_error(invoke):
 def test_nan_samples_refused(invoke):
     r = invoke(*RUN, "--set", "nan_samples=true")
     assert r.exit_code == 1 and "NaN/inf" in r.output
-    assert not Path("runs/tiny__tiny_gen__smoke__seed0/record.json").exists()
+    assert not (run_dir_of() / "record.json").exists() and not (run_dir_of() / "samples.h5").exists()
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -163,11 +205,11 @@ def _samples(tmp_path, n=80, shape=(4, 4, 3), conds=("energy",), nan=False):
 def test_evaluate_scores_external_samples(invoke, tmp_path):
     path = _samples(tmp_path)
     r = invoke("evaluate", "--dataset", "tiny", "--samples", path, "--metrics", "e_w1", "--name", "mygan",
-               "--out", tmp_path / "rec.json")
+               "--out", tmp_path / "rec.json", "--leaderboard", "lb")
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "rec.json").read_text())
     assert rec["metrics"]["e_w1"]["status"] == "ok" and "floor" in rec["metrics"]["e_w1"]
-    assert "mygan" in Path("leaderboard/tiny.md").read_text()
+    assert "mygan" in Path("lb/tiny.md").read_text()
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -187,10 +229,11 @@ def test_evaluate_corrupt_file(invoke, tmp_path):
 
 
 def test_leaderboard_regenerates_from_records(invoke):
-    invoke(*RUN, "--no-timing", "--no-plots")
+    invoke(*RUN[:-2], "default", "--quiet", "--no-timing", "--no-plots", "--leaderboard", "leaderboard")
+    before = Path("leaderboard/tiny.md").read_bytes()
     Path("leaderboard/tiny.md").unlink()
     r = invoke("leaderboard")
-    assert r.exit_code == 0 and Path("leaderboard/tiny.md").exists()
+    assert r.exit_code == 0 and Path("leaderboard/tiny.md").read_bytes() == before
 
 
 def test_data_prepare_and_info(invoke):
@@ -219,7 +262,7 @@ def test_broken_plugin_reported_by_name_others_work(monkeypatch, invoke):
     assert "broken" in p.failed and "No module named" in p.failed["broken"]
     assert "tiny_gen" in p.registry.models
     r = invoke("list", "models")
-    assert "plugin 'broken' failed to load" in r.output and "tiny_gen" in r.output
+    assert "plugin 'broken' not loaded" in r.output and "tiny_gen" in r.output
 
 
 def test_env_var_restricts_plugins(monkeypatch):

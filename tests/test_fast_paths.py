@@ -27,9 +27,11 @@ class ConvGen(calobench.Model):
         return z.reshape(len(e), 4, 6, 6).permute(0, 2, 3, 1).numpy()
 
 
-def model(**config):
+def model(**settings):
     info = DatasetInfo("toy", Geometry(shape=(6, 6, 4)), {"energy": (1.0, 10.0)})
-    return ConvGen(info, config, torch.device("cpu"))
+    m = ConvGen(info, {}, torch.device("cpu"))
+    m.settings = calobench.RunSettings(**settings)
+    return m
 
 
 COND = {"energy": np.linspace(1, 10, 5)}
@@ -54,9 +56,11 @@ def test_compile_same_showers_and_names():
     assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints keep their names
 
 
-def test_bad_amp_is_one_clear_error():
-    with pytest.raises(calobench.CalobenchError, match="generation_amp must be bf16"):
-        model(generation_amp="fp8").generate_batch(COND)
+def test_bad_settings_are_one_clear_error():
+    with pytest.raises(calobench.CalobenchError, match="option 'generation_amp' of the runner"):
+        ConvGen.resolve("default", {"generation_amp": "fp8"})
+    with pytest.raises(calobench.CalobenchError, match="option 'generation_batch' of the runner"):
+        ConvGen.resolve("default", {"generation_batch": -3})
 
 
 def test_generation_batch_sets_the_runner_block_size():
@@ -71,5 +75,3 @@ def test_generation_batch_sets_the_runner_block_size():
     out = generate(m, data)
     assert calls == [2, 2, 1] and out.showers.shape == (5, 6, 6, 4)
     np.testing.assert_allclose(out.showers, model().generate_batch(COND), rtol=1e-5, atol=1e-6)
-    with pytest.raises(calobench.CalobenchError, match="generation_batch"):
-        generate(model(generation_batch=-3), data)

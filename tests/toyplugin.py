@@ -1,6 +1,9 @@
 """An in-process plugin for the core tests: a tiny dataset, a tiny torch model, one metric."""
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import scipy.stats
 import torch
@@ -65,6 +68,8 @@ class TinyGen(calobench.Model):
                 loss = loss * float("nan")
             if step == self.config["interrupt_at"]:
                 raise KeyboardInterrupt
+            if step == int(os.environ.get("TOY_SIGNAL_AT", -1)):  # as `kill -TERM` / Ctrl-C would, mid-step
+                os.kill(os.getpid(), getattr(signal, os.environ.get("TOY_SIGNAL", "SIGTERM")))
             if step == self.config["fail_at"]:
                 raise RuntimeError("the plugin broke")
             self.optimizers["gen"].zero_grad()

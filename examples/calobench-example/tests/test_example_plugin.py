@@ -15,12 +15,14 @@ def test_example_plugin_runs_end_to_end(tmp_path):
     env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([EXE, "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
     assert "example" in [p["name"] for p in json.loads(out.stdout)]
-    r = subprocess.run([EXE, "run", "--model", "percell_baseline", "--dataset", "toy", "--preset", "smoke",
-                        "--quiet"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = subprocess.run([EXE, "run", "--model", "percell_baseline", "--dataset", "toy", "--preset", "default",
+                        "--quiet", "--no-timing", "--leaderboard", "lb"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    rec = json.loads((tmp_path / "runs/toy__percell_baseline__smoke__seed0/record.json").read_text())
+    run, = (tmp_path / "runs").glob("toy__percell_baseline__default-*__seed0")
+    rec = json.loads((run / "record.json").read_text())
     assert rec["model_plugin"] == {"name": "example", "version": "0.1.0"}
-    assert "percell_baseline" in (tmp_path / "leaderboard/toy.md").read_text()
+    assert "percell_baseline" in (tmp_path / "lb/toy.md").read_text()
 
 
 def test_baseline_reproduces_cell_marginals():
@@ -72,4 +74,5 @@ def test_sigkill_leaves_no_half_file_and_resume_finishes(tmp_path, kill_after):
             torch.load(f, weights_only=True)
     r = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "runs/toy__percell_baseline__smoke__seed0/record.json").exists()
+    run, = (tmp_path / "runs").glob("toy__percell_baseline__smoke-*__seed0")
+    assert (run / "record.json").exists()

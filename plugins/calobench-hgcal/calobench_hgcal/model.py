@@ -54,7 +54,7 @@ class HGCALWGAN(calobench.Model):
     presets = {
         # seconds: for tests
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
-                  "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False},
+                  "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000},
         # a useful model in <= 15 min on a 2-core CPU: a quarter of the channels, n_critic 3,
         # constrainers updated once per generator step (see the plugin README)
         "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1000, "lr": 5e-4,

@@ -11,7 +11,7 @@ import pytest
 EXE = shutil.which("calobench", path=os.path.dirname(sys.executable))
 pytestmark = pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
 COMMON = ["run", "--model", "hgcal_wgan", "--dataset", "hgcal", "--preset", "smoke", "--quiet", "--no-timing",
-          "--no-plots", "--no-leaderboard", "--metrics", "wasserstein", "--set", "log_every=1",
+          "--no-plots", "--metrics", "wasserstein", "--set", "log_every=1",
           "--set", "checkpoint_every_s=0"]
 KEYS = ("critic", "generator", "wasserstein", "constrainer")
 
@@ -29,11 +29,13 @@ def env(tmp_path_factory):
     return tmp, e
 
 
-def _run(tmp, env, out, *extra):
+def _run(tmp, env, out, *extra, code=0):
     r = subprocess.run([EXE, *COMMON, "--out", str(tmp / out), *extra], capture_output=True, text=True, env=env,
                        cwd=tmp, timeout=600)
-    assert r.returncode == 0, r.stderr
-    record, = (tmp / out).glob("hgcal__hgcal_wgan__smoke__seed*/record.json")
+    assert r.returncode == code, r.stderr
+    if code:
+        return r
+    record, = (tmp / out).glob("hgcal__hgcal_wgan__smoke-*__seed*/record.json")
     return json.loads(record.read_text())
 
 
@@ -63,7 +65,8 @@ def test_two_processes_follow_one(env):
 def test_two_process_checkpoint_resumes_in_one(env):
     tmp, e = env
     one = _run(tmp, e, "one_b", "--set", "steps=6")
-    _run(tmp, e, "mixed", "--set", "steps=3", "--nproc", "2")
+    r = _run(tmp, e, "mixed", "--set", "steps=6", "--set", "stop_after_steps=3", "--nproc", "2", code=130)
+    assert "stopped after 3 steps" in r.stderr and "--resume" in r.stderr
     resumed = _run(tmp, e, "mixed", "--set", "steps=6", "--resume")
     assert resumed["train"]["resumed_from"] == 3 and resumed["train"]["processes"] == 1
     _close(one["train"]["history"], resumed["train"]["history"])

@@ -130,11 +130,11 @@ def test_smoke_run_end_to_end(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr
-    run = tmp_path / "runs/hgcal__hgcal_wgan__smoke__seed0"
+    run, = (tmp_path / "runs").glob("hgcal__hgcal_wgan__smoke-*__seed0")
     rec = json.loads((run / "record.json").read_text())
     assert rec["metrics"]["wasserstein"]["status"] == "ok" and "interp70" in rec["extra_splits"]
     for png in ("hgcal_per_energy.png", "hgcal_occupancy.png", "hgcal_constrainers.png", "hgcal_correlations.png",
                 "hgcal_examples.png"):
         assert (run / "plots" / png).exists()
-    assert "hgcal_wgan" in (tmp_path / "leaderboard/hgcal.md").read_text()
-    assert "record:" in r.stdout and "leaderboard:" in r.stdout
+    assert not (tmp_path / "leaderboard").exists()  # a smoke run never reaches a board
+    assert "record:" in r.stdout and "leaderboard:" not in r.stdout
