@@ -261,8 +261,19 @@ def read_hdf5(path, lazy: bool = True, geometry: Geometry | None = None) -> Show
         version = int(f.attrs.get("schema_version", SCHEMA_VERSION))
         if version > SCHEMA_VERSION:
             raise CalobenchError(f"{path}: schema version {version} is newer than this calobench ({SCHEMA_VERSION})")
+        sh = f["showers"]
+        if not isinstance(sh, h5py.Dataset) or sh.ndim < 2:
+            raise CalobenchError(f"{path}: 'showers' must be an array [N, *shape], got "
+                                 f"{'a group' if not isinstance(sh, h5py.Dataset) else f'{sh.ndim}-D'}")
+        if sh.dtype.kind != "f":
+            raise CalobenchError(f"{path}: 'showers' must hold floating-point energies, got {sh.dtype}")
         if geometry is None and "geometry" in f.attrs:
-            geometry = Geometry.from_json(f.attrs["geometry"])
+            try:
+                geometry = Geometry.from_json(f.attrs["geometry"])
+            except (TypeError, ValueError, json.JSONDecodeError) as exc:
+                raise CalobenchError(f"{path}: unreadable 'geometry' attribute ({str(exc).splitlines()[0]})") from None
+        if "conditions" in f and not isinstance(f["conditions"], h5py.Group):
+            raise CalobenchError(f"{path}: 'conditions' must be a group of 1-D datasets, one per condition")
         conds = {k: np.asarray(v[...]) for k, v in f.get("conditions", {}).items()}
         attrs = {k: v for k, v in f.attrs.items() if k not in ("geometry", "schema_version")}
         showers = f["showers"]

@@ -416,7 +416,8 @@ def _run(opts, plugins, catalog, model_cls, ds, metrics, device, options, settin
     opts_dict, settings_dict = options.model_dump(mode="json"), settings.model_dump(mode="json")
     chash = config_hash(model_cls.name, opts_dict, settings_dict)
     ranked = opts.preset not in model_cls.unranked_presets
-    stored = {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset, "seed": opts.seed,
+    code = code_state()  # the code this run starts with
+    stored = {"model": model_cls.name, "dataset": ds.name, "preset": opts.preset, "seed": opts.seed, "code": code,
               "config_hash": chash, "options": opts_dict, "runner": settings_dict,
               **({"target": target_ds.name} if target_ds is not None else {})}
     run_dir = run_folder(opts.out, board, model_cls.name, opts.preset, chash, opts.seed)
@@ -545,7 +546,7 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
         "model_plugin": {"name": plugins.plugin_of("model", model_cls.name).name,
                          "version": plugins.plugin_of("model", model_cls.name).version},
         "plugins": plugins.versions(),
-        "code": code_state(),
+        "code": stored["code"],
         "environment": environment(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "train": {"steps": trainer.step, "phases": trainer.phases, "resumed_from": trainer.resumed_from,

@@ -6,6 +6,7 @@ import signal
 
 import numpy as np
 import scipy.stats
+from pydantic import PositiveInt
 import torch
 from torch import nn
 
@@ -32,7 +33,7 @@ class Tiny(calobench.Simulator):
 
 
 class TinyOptions(calobench.Options):
-    steps: int = 60
+    steps: PositiveInt = 60
     batch: int = 32
     lr: float = 0.01
     nan_at: int = -1  # make the loss NaN at this step (tests)
