@@ -10,11 +10,12 @@ from .api import load_dataset, load_run  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .model import BestWeights, DatasetInfo, Model, Trainer  # noqa: E402
 from .options import Options, RunSettings  # noqa: E402
+from .plots import Plot, PlotContext  # noqa: E402
 from .plugins import hookimpl  # noqa: E402
 from .simulator import Simulator  # noqa: E402
 
 __all__ = [
     "BestWeights", "CalobenchError", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
-    "Options", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
+    "Options", "Plot", "PlotContext", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
     "load_dataset", "load_run", "read_hdf5", "write_hdf5", "__version__",
 ]

@@ -1,4 +1,5 @@
-"""calobench's built-in plugin: the file layouts that are not tied to one detector.
+"""calobench's built-in plugin: the file layouts that are not tied to one detector, and the
+plots every run gets.
 
 Registered through the same hooks as any external plugin (``calobench plugins --all``).
 """
@@ -32,3 +33,11 @@ def read_calochallenge(path) -> ShowerData:
 def register_layouts(register):
     register("calobench", read_hdf5)
     register("calochallenge", read_calochallenge)
+
+
+@hookimpl
+def register_plots(register):
+    from .plots import CORE_PLOTS
+
+    for plot in CORE_PLOTS:
+        register(plot)

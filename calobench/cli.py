@@ -92,13 +92,13 @@ def cli(ctx, datasets_files):
 
 
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(["models", "datasets", "metrics"]))
+@click.argument("kind", required=False, type=click.Choice(["models", "datasets", "metrics", "plots"]))
 @click.pass_context
 def list_cmd(ctx, kind):
-    """List the installed models, datasets and metrics."""
+    """List the installed models, datasets, metrics and plots."""
     p = _plugins()
     reg = p.registry
-    kinds = [kind] if kind else ["models", "datasets", "metrics"]
+    kinds = [kind] if kind else ["models", "datasets", "metrics", "plots"]
     for k in kinds:
         click.echo(f"{k}:")
         if k == "datasets":
@@ -113,6 +113,10 @@ def list_cmd(ctx, kind):
                 ds = ", ".join(m.datasets) or "any"
                 click.echo(f"  {name:<18} {m.task:<9} datasets: {ds:<24} presets: {', '.join(m.presets)}  "
                            f"[{reg.owner[('model', name)]}]")
+        elif k == "plots":
+            for name, pl in reg.plots.items():
+                where = ", ".join(pl.datasets) or "any"
+                click.echo(f"  {name:<32} datasets: {where:<18} {pl.description}  [{reg.owner[('plot', name)]}]")
         else:
             for name, m in sorted(reg.metrics.items()):
                 arrow = "higher is better" if m.higher_is_better else "lower is better"

@@ -41,8 +41,5 @@ def register_commands(cli):
 
 
 @hookspec
-def make_plots(dataset, real, generated, outdir, model, extra):
-    """Write plugin-specific PNG plots for a run into ``outdir``; return a list of paths.
-
-    ``extra`` maps each extra evaluation split (e.g. an interpolation hold-out) to its
-    ``(real, generated)`` pair."""
+def register_plots(register):
+    """Register plot classes: ``register(PlotSubclass)`` (see :class:`calobench.Plot`)."""

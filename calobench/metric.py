@@ -1,7 +1,7 @@
 """The Metric interface: ``compute(real, generated, ctx) -> MetricResult`` with an uncertainty."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,25 +11,34 @@ from .model import DatasetInfo
 
 @dataclass
 class MetricResult:
+    """``details`` go into the record (JSON); ``artifacts`` stay in memory for this run's plots
+    (e.g. per-shower predictions), handed to them as ``PlotContext.metrics[name].artifacts``."""
+
     value: float
     uncertainty: float = 0.0
     details: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"value": self.value, "uncertainty": self.uncertainty, "details": self.details}
 
 
 @dataclass
 class MetricContext:
     """What a metric may use besides the two samples: the dataset (to train a network on
     its train split), a seed for every random choice, the device, and for refine tasks the
-    source dataset."""
+    source dataset. ``quick`` is true for unranked (smoke) runs: a metric may then use its
+    cheapest settings, as long as every code path still runs. ``shared`` is a fresh dict per
+    (real, generated) pair scored: a computation several metrics need is done once and kept there."""
 
     dataset: DatasetInfo
     seed: int = 0
     device: str = "cpu"
     source: DatasetInfo | None = None  # refine tasks: the dataset the refined showers came from
     quick: bool = False  # a smoke run: use the cheapest settings that still exercise the code
+    # scratch space shared by the metrics scoring one (real, generated) pair in one call of the
+    # runner's score(): several metrics may reuse one expensive computation through it
+    shared: dict = field(default_factory=dict, repr=False)
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])

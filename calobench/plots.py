@@ -1,11 +1,16 @@
 """Plots a physicist expects beside each run record (PNG, written atomically).
 
-Observable histograms real vs generated with a ratio panel, the cell-energy spectrum,
-mean shower images per layer, the difference of the observables' correlation matrices,
-and the training losses. Plugins add their own through the ``make_plots`` hook.
+A plot is a registered object, like a metric: a subclass of :class:`Plot` that says which
+datasets it applies to (``datasets``, by name; empty means any) and which metric results it
+reads (``needs``), and writes its figures from a :class:`PlotContext`. The core registers its
+own (observable histograms with ratio panels, layer energies, the cell-energy spectrum, mean
+shower images, correlation matrices, training losses) through the same ``register_plots``
+hook as any plugin. :func:`pyplot`, :func:`save`, :func:`hist_ratio` and
+:func:`correlation_plot` are the public helpers plugins draw with.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,8 @@ from .observables import cell_spectrum, features, mean_image
 KEY_OBSERVABLES = ("E_total", "E_ratio", "depth", "depth_width", "width_x", "width_y", "n_hits", "sparsity")
 
 
-def _mpl():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +32,7 @@ def _mpl():
 
 
 def save(fig, path) -> str:
-    plt = _mpl()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -60,45 +66,161 @@ def hist_ratio(ax_h, ax_r, real, gen, label, bins=40, log=False):
         ax_r.set_xscale("log")
 
 
-def run_plots(plugins, ds, real, generated, outdir, model, history, extra=None) -> list:
-    plt = _mpl()
-    outdir = Path(outdir) / "plots"
-    fr, fg = features(real), features(generated)
+@dataclass
+class PlotContext:
+    """What a plot may draw from: the dataset, both samples, the run's folder for figures, the
+    trained model, the training history, the extra evaluation splits (name -> (real,
+    generated)) and the results of this run's metrics (name -> MetricResult, with the
+    in-memory ``artifacts`` a metric left for plots)."""
+
+    dataset: object  # DatasetInfo
+    real: object  # ShowerData
+    generated: object  # ShowerData
+    outdir: Path
+    model: object = None
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+class Plot:
+    """Subclass, set ``name`` (and ``datasets``/``tasks``/``needs``), implement ``make``.
+
+    ``datasets``: the dataset names the plot applies to (empty: any); ``tasks``: the model
+    tasks; ``needs``: metric names whose results ``make`` reads from ``ctx.metrics``: the plot
+    is skipped with a note when one did not run. ``make(ctx)`` returns the paths it wrote
+    (use :func:`save`, which writes atomically). ``applies_to`` may be overridden; it returns
+    None or the reason the plot does not apply.
+    """
+
+    name: str = ""
+    description: str = ""
+    datasets: tuple = ()
+    tasks: tuple = ("generate", "refine")
+    needs: tuple = ()
+
+    def applies_to(self, dataset, task: str = "generate") -> str | None:
+        if self.datasets and dataset.name not in self.datasets:
+            return f"only for {', '.join(self.datasets)}"
+        if task not in self.tasks:
+            return f"only for {', '.join(self.tasks)} tasks"
+        return None
+
+    def make(self, ctx: PlotContext) -> list:
+        raise NotImplementedError
+
+
+def run_plots(plots, ctx: PlotContext, task: str, step=None, warn=None) -> list:
+    """Every applicable plot on ``ctx``; ``step(name)`` is the context manager that turns a
+    plot's failure into a CalobenchError (reported through ``warn``, the other plots go on)."""
+    from .errors import CalobenchError
+
     written = []
-    names = [k for k in KEY_OBSERVABLES if k in fr]
-    fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 4), gridspec_kw={"height_ratios": [3, 1]},
-                             squeeze=False)
-    for j, k in enumerate(names):
-        hist_ratio(axes[0, j], axes[1, j], fr[k], fg[k], k)
-    written.append(save(fig, outdir / "observables.png"))
-    layer_keys = [k for k in fr if k.startswith("E_layer_") or k.startswith("E_group_")]
-    if layer_keys:
-        fig, axes = plt.subplots(2, len(layer_keys), figsize=(2.5 * len(layer_keys), 4),
-                                 gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
-        for j, k in enumerate(layer_keys):
-            hist_ratio(axes[0, j], axes[1, j], fr[k], fg[k], k)
-        written.append(save(fig, outdir / "layer_energies.png"))
-    sr, sg = cell_spectrum(real), cell_spectrum(generated)
-    if len(sr) and len(sg):
-        fig, axes = plt.subplots(2, 1, figsize=(5, 4), gridspec_kw={"height_ratios": [3, 1]})
-        hist_ratio(axes[0], axes[1], sr, sg, f"cell energy [{real.geometry.energy_unit}]", log=True)
-        axes[0].set_yscale("log")
-        written.append(save(fig, outdir / "cell_spectrum.png"))
-    written.append(_mean_images(plt, real, generated, outdir / "mean_images.png"))
-    written.append(_correlations(fr, fg, outdir / "correlations.png"))
-    if history:
-        keys = [k for k in history[0] if k != "step"]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        steps = [h["step"] for h in history]
-        for k in keys:
-            ax.plot(steps, [h.get(k, np.nan) for h in history], label=k, lw=0.8)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-        written.append(save(fig, outdir / "losses.png"))
-    for paths in plugins.pm.hook.make_plots(dataset=ds.name, real=real, generated=generated, outdir=outdir,
-                                            model=model, extra=extra or {}):
+    for plot in plots:
+        if plot.applies_to(ctx.dataset, task) is not None:
+            continue
+        missing = [m for m in plot.needs if m not in ctx.metrics]
+        if missing:
+            if warn:
+                warn(f"plot '{plot.name}' skipped: metric(s) {', '.join(missing)} did not run")
+            continue
+        try:
+            if step is None:
+                paths = plot.make(ctx)
+            else:
+                with step(f"plot '{plot.name}'"):
+                    paths = plot.make(ctx)
+        except CalobenchError as exc:
+            if warn:
+                warn(str(exc))
+            continue
         written.extend(str(p) for p in paths or [])
     return written
+
+
+# -- the core's own plots -------------------------------------------------------
+class ObservablePlot(Plot):
+    name = "observables"
+    description = "key observables, real vs generated, with a ratio panel"
+
+    def make(self, ctx):
+        plt = pyplot()
+        fr, fg = features(ctx.real), features(ctx.generated)
+        names = [k for k in KEY_OBSERVABLES if k in fr]
+        fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 4), gridspec_kw={"height_ratios": [3, 1]},
+                                 squeeze=False)
+        for j, k in enumerate(names):
+            hist_ratio(axes[0, j], axes[1, j], fr[k], fg[k], k)
+        return [save(fig, ctx.outdir / "observables.png")]
+
+
+class LayerEnergyPlot(Plot):
+    name = "layer_energies"
+    description = "energy per layer (or layer group), real vs generated"
+
+    def make(self, ctx):
+        fr, fg = features(ctx.real), features(ctx.generated)
+        keys = [k for k in fr if k.startswith("E_layer_") or k.startswith("E_group_")]
+        if not keys:
+            return []
+        plt = pyplot()
+        fig, axes = plt.subplots(2, len(keys), figsize=(2.5 * len(keys), 4), gridspec_kw={"height_ratios": [3, 1]},
+                                 squeeze=False)
+        for j, k in enumerate(keys):
+            hist_ratio(axes[0, j], axes[1, j], fr[k], fg[k], k)
+        return [save(fig, ctx.outdir / "layer_energies.png")]
+
+
+class CellSpectrumPlot(Plot):
+    name = "cell_spectrum"
+    description = "spectrum of non-zero cell energies (log-log)"
+
+    def make(self, ctx):
+        sr, sg = cell_spectrum(ctx.real), cell_spectrum(ctx.generated)
+        if not (len(sr) and len(sg)):
+            return []
+        plt = pyplot()
+        fig, axes = plt.subplots(2, 1, figsize=(5, 4), gridspec_kw={"height_ratios": [3, 1]})
+        hist_ratio(axes[0], axes[1], sr, sg, f"cell energy [{ctx.real.geometry.energy_unit}]", log=True)
+        axes[0].set_yscale("log")
+        return [save(fig, ctx.outdir / "cell_spectrum.png")]
+
+
+class MeanImagePlot(Plot):
+    name = "mean_images"
+    description = "mean shower image per layer, real and generated"
+
+    def make(self, ctx):
+        return [_mean_images(pyplot(), ctx.real, ctx.generated, ctx.outdir / "mean_images.png")]
+
+
+class CorrelationPlot(Plot):
+    name = "correlations"
+    description = "correlation matrices of the observables: real, generated, difference"
+
+    def make(self, ctx):
+        return [_correlations(features(ctx.real), features(ctx.generated), ctx.outdir / "correlations.png")]
+
+
+class LossPlot(Plot):
+    name = "losses"
+    description = "training losses logged by the trainer"
+
+    def make(self, ctx):
+        if not ctx.history:
+            return []
+        plt = pyplot()
+        keys = [k for k in ctx.history[0] if k != "step"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        steps = [h["step"] for h in ctx.history]
+        for k in keys:
+            ax.plot(steps, [h.get(k, np.nan) for h in ctx.history], label=k, lw=0.8)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        return [save(fig, ctx.outdir / "losses.png")]
+
+
+CORE_PLOTS = (ObservablePlot, LayerEnergyPlot, CellSpectrumPlot, MeanImagePlot, CorrelationPlot, LossPlot)
 
 
 def _mean_images(plt, real, generated, path):
@@ -138,7 +260,7 @@ def _correlations(fr, fg, path):
 
 def correlation_plot(cr: np.ndarray, cg: np.ndarray, labels, path) -> str:
     """Real, generated and (generated - real) correlation matrices side by side."""
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     for ax, m, t in zip(axes, (cr, cg, cg - cr), ("real", "generated", "generated - real")):
         im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")

@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import platform
-import subprocess
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from .catalog import Catalog, Dataset
 from .data import H5Writer, ShowerData, read_hdf5
 from .errors import CalobenchError, plugin_step
@@ -29,6 +28,8 @@ from .metric import MetricContext
 from .model import DatasetInfo, Trainer
 from .options import SPEED_ONLY, config_hash
 from .plugins import get_plugins
+from .provenance import _device_label, code_state, environment
+from .timing import time_calls
 
 STANDARD_SPLITS = ("train", "validation", "test", "reference")
 RECORD_SCHEMA = 2
@@ -91,10 +92,10 @@ def check_finite(data: ShowerData, what: str) -> None:
 
 
 # -- floors --------------------------------------------------------------------
-def floor_key(dataset_key: str, metric, n: int, device: str) -> dict:
+def floor_key(dataset_key: str, metric, n: int, device: str, quick: bool = False) -> dict:
     return {"dataset_key": dataset_key, "real": "test", "reference": "reference", "metric": metric.name,
             "metric_version": int(getattr(metric, "version", 1)), "n": int(n), "seed": FLOOR_SEED,
-            "device": torch.device(device).type}
+            "device": torch.device(device).type, **({"quick": True} if quick else {})}
 
 
 def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricContext, dataset_key: str,
@@ -106,7 +107,7 @@ def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricCo
 
     from .data import cache_dir
 
-    key = floor_key(dataset_key, metric, n, ctx.device)
+    key = floor_key(dataset_key, metric, n, ctx.device, ctx.quick)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "floors" / f"{metric.name}-{digest}.json"
     if path.exists():
@@ -114,7 +115,8 @@ def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricCo
             cached = read_json(path)
             if cached.get("key") == key:
                 return cached["floor"]
-    fctx = MetricContext(dataset=ctx.dataset, seed=FLOOR_SEED, device=ctx.device, source=ctx.source, quick=ctx.quick)
+    fctx = MetricContext(dataset=ctx.dataset, seed=FLOOR_SEED, device=ctx.device, source=ctx.source, quick=ctx.quick,
+                         shared=ctx.shared)
     r = metric.compute(real.head(n), reference.head(n), fctx)
     out = {"value": float(r.value), "uncertainty": float(r.uncertainty), "n": int(n)}
     if np.isfinite(out["value"]):
@@ -125,9 +127,14 @@ def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricCo
 
 # -- scoring -----------------------------------------------------------------
 def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, reference: ShowerData | None,
-          log=print, dataset_key: str = "", error_log: Path | None = None) -> dict:
-    """Every metric on (real, generated) and, if ``reference`` is given, its floor (real vs reference)."""
+          log=print, dataset_key: str = "", error_log: Path | None = None, results_out: dict | None = None) -> dict:
+    """Every metric on (real, generated) and, if ``reference`` is given, its floor (real vs reference).
+
+    Returns the record entries; ``results_out`` (if given) receives each successful metric's
+    MetricResult, artifacts included, for the plots."""
     results = {}
+    ctx = dataclasses.replace(ctx, shared={})  # one scratch space for this pair, another for the floors
+    floor_ctx = dataclasses.replace(ctx, shared={})
     for m in metrics:
         entry = {"higher_is_better": m.higher_is_better, "status": "ok", "version": int(getattr(m, "version", 1))}
         if getattr(m, "target", None) is not None:
@@ -146,9 +153,11 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
                     entry.update(value=float(r.value), uncertainty=float(r.uncertainty), details=r.details)
                     if not np.isfinite(entry["value"]):
                         raise CalobenchError(f"value is {entry['value']}")
+                    if results_out is not None:
+                        results_out[m.name] = r
                     if reference is not None:
                         nf = min(len(real), len(reference), len(generated))
-                        f = compute_floor(m, real, reference, ctx, dataset_key, nf)
+                        f = compute_floor(m, real, reference, floor_ctx, dataset_key, nf)
                         entry.update(floor=f["value"], floor_uncertainty=f["uncertainty"], floor_n=f["n"])
             except CalobenchError as exc:
                 entry.update(status="failed", note=str(exc))
@@ -219,94 +228,19 @@ def time_generation(model, task_input: ShowerData, batches=None, reps: int = 10,
         idx = np.arange(b) % len(task_input)
         block = task_input.take(idx)
         kwargs = {"showers": block.array()} if model.task == "refine" else {"conditions": block.conditions}
-        model.generate_batch(**kwargs)  # warm-up
-        times, t_start = [], time.perf_counter()
-        while len(times) < reps and (time.perf_counter() - t_start < budget_s or len(times) < 3):
-            t0 = time.perf_counter()
-            model.generate_batch(**kwargs)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        per_shower = float(np.median(times)) / b
+        t = time_calls(lambda: model.generate_batch(**kwargs), reps=reps, budget_s=budget_s, device=model.device)
+        if t.median_s is None:
+            skipped[str(b)] = f"the warm-up call alone took {t.warmup_s:.0f} s > timing budget {budget_s:.0f} s"
+            per_shower = t.warmup_s / b
+            continue
+        per_shower = t.median_s / b
         out[str(b)] = round(1.0 / per_shower, 2)
     return out, skipped
-
-
-# -- provenance --------------------------------------------------------------
-def _git(*args) -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
-        return r.stdout if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def code_state() -> dict:
-    """The git revision of calobench's source tree and whether its code differs from it (the
-    leaderboard folder and untracked files aside); nulls outside a git checkout."""
-    rev = _git("rev-parse", "HEAD")
-    if not rev:
-        return {"revision": None, "dirty": None}
-    top = (_git("rev-parse", "--show-toplevel") or "").strip()
-    status = _git("-C", top, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboard")
-    return {"revision": rev.strip(), "dirty": None if status is None else bool(status.strip())}
-
-
-def git_revision() -> str | None:
-    return code_state()["revision"]
-
-
-def package_versions() -> dict:
-    """Versions of calobench's and every installed plugin's declared dependencies."""
-    import re
-    from importlib import metadata
-
-    names = {"calobench", "torch", "numpy"}
-    dists = ["calobench"] + sorted({ep.dist.name for ep in metadata.entry_points(group="calobench") if ep.dist})
-    for d in dists:
-        try:
-            names.add(d)
-            for req in metadata.requires(d) or []:
-                if "extra ==" not in req:
-                    names.add(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
-        except metadata.PackageNotFoundError:
-            continue
-    out = {}
-    for n in sorted(names, key=str.lower):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[n] = metadata.version(n)
-    return out
-
-
-def environment(device: torch.device) -> dict:
-    env = {
-        "calobench": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "numpy": np.__version__,
-        "packages": package_versions(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
 
 
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu x{torch.get_num_threads()}"
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -507,8 +441,9 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
                         device=str(device), source=info if target_ds is not None else None,
                         quick=not ranked)
     log(f"metrics: {', '.join(m.name for m in metrics) or 'none'} on {len(generated)} showers (+ floor)")
+    metric_results = {}
     results = score(metrics, real, generated, ctx, reference, log=log, dataset_key=scored_ds.key,
-                    error_log=error_log)
+                    error_log=error_log, results_out=metric_results)
     extra, extra_data = {}, {}
     if model_cls.task == "generate":
         for split in ds.splits:
@@ -562,14 +497,13 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
         "run_dir": str(run_dir),
     }
     if opts.plots:
-        from .plots import run_plots
+        from .plots import PlotContext, run_plots
 
-        try:
-            with plugin_step("plots", error_log):
-                record["plots"] = run_plots(plugins, ds, real, generated, run_dir, model, trainer.history, extra_data)
-        except CalobenchError as exc:
-            warnings.warn(str(exc), stacklevel=2)
-            record["plots"] = []
+        pctx = PlotContext(dataset=ctx.dataset, real=real, generated=generated, outdir=run_dir / "plots", model=model,
+                           history=trainer.history, extra=extra_data, metrics=metric_results)
+        plots = [cls() for cls in plugins.registry.plots.values()]
+        record["plots"] = run_plots(plots, pctx, model_cls.task, step=lambda what: plugin_step(what, error_log),
+                                    warn=lambda msg: warnings.warn(msg, stacklevel=2))
     write_json(run_dir / "record.json", record)
     if opts.leaderboard is not None and ranked:
         from .leaderboard import add_record

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calobench import ShowerData, write_hdf5
+from calobench import ShowerData, read_hdf5, write_hdf5
+from calobench.observables import features
 from calobench.catalog import Catalog
 from calobench.plugins import Plugins, get_plugins, set_plugins
 from calobench.runner import VOLATILE
@@ -73,6 +74,15 @@ def test_run_writes_everything(invoke):
     assert rec["metrics"]["broken_metric"]["status"] == "failed" and "boom" in rec["metrics"]["broken_metric"]["note"]
     assert "RuntimeError: boom" in (run_dir / "error.log").read_text()
     assert rec["extra_splits"]["hot"]["n"] == 40
+    # plots: registered objects, drawn for their datasets only, fed the metric results explicitly
+    gen_e = features(read_hdf5(run_dir / "samples.h5"))["E_total"]
+    n, total, n_extra = (run_dir / "plots" / "tiny_energy.txt").read_text().split()
+    assert (int(n), int(n_extra)) == (len(gen_e), 1) and float(total) == pytest.approx(gen_e.sum(), rel=1e-5)
+    assert str(run_dir / "plots" / "tiny_energy.txt") in rec["plots"]
+    assert "plot 'broken_plot'" in r.output and "RuntimeError: plot boom" in (run_dir / "error.log").read_text()
+    assert "plot 'needs_missing' skipped: metric(s) no_such_metric did not run" in r.output
+    # metrics scoring one pair share a scratch space; the floor gets its own
+    assert rec["metrics"]["e_w1_twin"]["details"] == {"reused": True, "n": len(gen_e)}
     assert set(rec["generation"]["showers_per_s"]) == {"1", "10"}
     for key in ("code", "environment", "plugins", "model_plugin", "train", "date", "config", "runner",
                 "config_hash", "identity"):

@@ -97,7 +97,55 @@ class TotalEnergyW1(calobench.Metric):
 
     def compute(self, real, generated, ctx):
         a, b = features(real)["E_total"], features(generated)["E_total"]
-        return calobench.MetricResult(scipy.stats.wasserstein_distance(a, b), 0.01)
+        ctx.shared["energies"] = (a, b)  # for e_w1_twin: one computation, two metrics
+        return calobench.MetricResult(scipy.stats.wasserstein_distance(a, b), 0.01,
+                                      artifacts={"generated_energy": b})
+
+
+class Twin(calobench.Metric):
+    """Reuses e_w1's work through ctx.shared (it runs after it: metrics run in registration order)."""
+
+    name = "e_w1_twin"
+
+    def compute(self, real, generated, ctx):
+        reused = "energies" in ctx.shared
+        a, b = ctx.shared["energies"] if reused else (features(real)["E_total"], features(generated)["E_total"])
+        return calobench.MetricResult(float(abs(a.mean() - b.mean())), 0.0, {"reused": reused, "n": len(b)})
+
+
+class EnergyPlot(calobench.Plot):
+    """Draws what e_w1 handed over (its artifacts), on the tiny dataset only."""
+
+    name = "tiny_energy"
+    description = "generated energies handed over by e_w1"
+    datasets = ("tiny",)
+    needs = ("e_w1",)
+
+    def make(self, ctx):
+        e = ctx.metrics["e_w1"].artifacts["generated_energy"]
+        path = ctx.outdir / "tiny_energy.txt"
+        path.write_text(f"{len(e)} {float(e.sum()):.6g} {len(ctx.extra)}")
+        return [path]
+
+
+class ElsewherePlot(EnergyPlot):
+    name = "elsewhere"
+    datasets = ("somewhere_else",)
+
+    def make(self, ctx):
+        raise AssertionError("a plot for another dataset was drawn")
+
+
+class MissingMetricPlot(EnergyPlot):
+    name = "needs_missing"
+    needs = ("no_such_metric",)
+
+
+class BrokenPlot(calobench.Plot):
+    name = "broken_plot"
+
+    def make(self, ctx):
+        raise RuntimeError("plot boom")
 
 
 class NeedsMany(TotalEnergyW1):
@@ -134,5 +182,12 @@ def register_models(register):
 @calobench.hookimpl
 def register_metrics(register):
     register(TotalEnergyW1)
+    register(Twin)
     register(NeedsMany)
     register(Broken)
+
+
+@calobench.hookimpl
+def register_plots(register):
+    for plot in (EnergyPlot, ElsewherePlot, MissingMetricPlot, BrokenPlot):
+        register(plot)

@@ -31,18 +31,8 @@ def register_metrics(register):
 
 
 @calobench.hookimpl
-def make_plots(dataset, real, generated, outdir, model, extra):
-    from . import plots
+def register_plots(register):
+    from .plots import PLOTS
 
-    shape = real.geometry.shape
-    if shape == (9, 9) and "energy" in real.conditions:
-        return [plots.patterns(real, generated, outdir)]
-    if shape == (9, 9, 80) and getattr(model, "task", "") == "refine":
-        from .metrics import predictions
-
-        written = [plots.paired_traces(real, model.dataset.load("test"), generated, outdir)]
-        pred = predictions(real, generated)  # present when the refinement_utility metrics ran
-        if pred is not None:
-            written.append(plots.energy_reconstruction(pred, outdir))
-        return written
-    return []
+    for plot in PLOTS:
+        register(plot)

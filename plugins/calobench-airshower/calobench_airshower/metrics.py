@@ -35,23 +35,14 @@ def applies(dataset) -> str | None:
     return None
 
 
-def utility(real, generated, ctx) -> dict:
+def utility(real, generated, ctx) -> tuple:
     """AixNet trained on (a) raw simulation, (b) the generated (refined) sample, (c) data;
-    all evaluated on the same half of the real data test sample. Computed once per (real,
-    generated) pair and seed: the three metrics (a), (b), (c) share it."""
-    source = None if ctx.source is None else (ctx.source.key or ctx.source.name)
-    key = ("refinement_utility", id(real), ctx.seed, ctx.dataset.key or ctx.dataset.name, source)
-    if key not in generated.cache:
-        generated.cache[key], generated.cache[PREDICTIONS, id(real)] = _utility(real, generated, ctx)
-    return generated.cache[key]
-
-
-PREDICTIONS = "refinement_utility_predictions"  # per-event energies, for the run's plot
-
-
-def predictions(real, generated) -> dict | None:
-    """The (a)/(b)/(c) reconstructed energies of a utility computed on (real, generated), if any."""
-    return generated.cache.get((PREDICTIONS, id(real)))
+    all evaluated on the same half of the real data test sample. Computed once per scored
+    (real, generated) pair: the three metrics (a), (b), (c) share it through ``ctx.shared``.
+    Returns (summary for the record, per-shower predictions for the plot)."""
+    if "refinement_utility" not in ctx.shared:
+        ctx.shared["refinement_utility"] = _utility(real, generated, ctx)
+    return ctx.shared["refinement_utility"]
 
 
 def _utility(real, generated, ctx) -> dict:
@@ -90,13 +81,13 @@ class RefinementUtility(Metric):
         return applies(dataset)
 
     def compute(self, real, generated, ctx):
-        u = utility(real, generated, ctx)
+        u, predictions = utility(real, generated, ctx)
         if self.key not in u:
             from calobench import CalobenchError
 
             raise CalobenchError("needs the refine task's source dataset (raw simulation)")
         r = u[self.key]
-        return MetricResult(r["rms"], r["rms_unc"], u)
+        return MetricResult(r["rms"], r["rms_unc"], u, artifacts={"predictions": predictions})
 
 
 class RefinementUtilitySim(RefinementUtility):

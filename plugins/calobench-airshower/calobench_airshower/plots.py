@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from calobench.plots import _mpl, save
+from calobench import Plot
+from calobench.plots import pyplot, save
 
 from .simulator import DT_NS
 
 
 def patterns(real, generated, outdir) -> str:
-    plt = _mpl()
+    plt = pyplot()
     energies = (10, 30, 70, 100)
     fig, axes = plt.subplots(2, len(energies), figsize=(3.2 * len(energies), 6.4))
     for j, E in enumerate(energies):
@@ -27,7 +28,7 @@ def patterns(real, generated, outdir) -> str:
 
 def paired_traces(data, sim, refined, outdir) -> str:
     """The largest-signal station and a neighbour of one paired event: data, simulation, refined."""
-    plt = _mpl()
+    plt = pyplot()
     event = int(np.argmin(np.abs(data.conditions["energy"] - 30)))
     d, s, r = (x.take([event]).array()[0] for x in (data, sim, refined))
     tot = d.sum(-1)
@@ -50,7 +51,7 @@ LABELS = {"sim": "(a) trained on simulation", "refined": "(b) trained on refined
 def energy_reconstruction(pred: dict, outdir) -> str:
     """E_rec vs E on the data test half, one panel per training sample, with the median and the
     16-84 % band of E_rec / E in bins of E (the refinement-utility metric's predictions)."""
-    plt = _mpl()
+    plt = pyplot()
     true = pred["true"]
     keys = [k for k in LABELS if k in pred]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False, sharey=True)
@@ -70,3 +71,37 @@ def energy_reconstruction(pred: dict, outdir) -> str:
         ax.legend(fontsize=8, loc="upper left")
     axes[0, 0].set_ylabel("reconstructed energy [EeV]")
     return save(fig, Path(outdir) / "airshower_energy_reconstruction.png")
+
+
+class PatternPlot(Plot):
+    name = "airshower_patterns"
+    description = "example signal patterns per energy, real and generated"
+    datasets = ("airshower_pattern",)
+    tasks = ("generate",)
+
+    def make(self, ctx):
+        return [patterns(ctx.real, ctx.generated, ctx.outdir)]
+
+
+class PairedTracePlot(Plot):
+    name = "airshower_paired_traces"
+    description = "one paired event's traces: data, simulation, refined (the seed's Fig. 5)"
+    datasets = ("airshower",)
+    tasks = ("refine",)
+
+    def make(self, ctx):
+        return [paired_traces(ctx.real, ctx.model.dataset.load("test"), ctx.generated, ctx.outdir)]
+
+
+class EnergyReconstructionPlot(Plot):
+    name = "airshower_energy_reconstruction"
+    description = "AixNet E_rec vs E for (a) simulation, (b) refined, (c) data training"
+    datasets = ("airshower",)
+    tasks = ("refine",)
+    needs = ("refinement_utility",)
+
+    def make(self, ctx):
+        return [energy_reconstruction(ctx.metrics["refinement_utility"].artifacts["predictions"], ctx.outdir)]
+
+
+PLOTS = (PatternPlot, PairedTracePlot, EnergyReconstructionPlot)

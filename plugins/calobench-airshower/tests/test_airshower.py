@@ -87,11 +87,12 @@ def test_refinement_utility_mechanics():
     info = DatasetInfo("airshower", g, {"energy": (1.0, 100.0)}, ["train", "test"], loader=data.__getitem__,
                        key="as-test")
     src = DatasetInfo("airshower_sim", g, {"energy": (1.0, 100.0)}, ["train"], loader=sim.__getitem__, key="ass-test")
-    ctx = MetricContext(dataset=info, seed=0, source=src)
+    ctx = MetricContext(dataset=info, seed=0, source=src)  # one context per scored pair, as the runner does
     raw = SIM.simulate(400, np.random.default_rng(2), variant="sim")
     other = SIM.simulate(400, np.random.default_rng(5))
     b1 = RefinementUtility().compute(data["test"], raw, ctx)
-    b2 = RefinementUtility().compute(data["test"], other, ctx)
+    b2 = RefinementUtility().compute(data["test"], other, MetricContext(dataset=info, seed=0, source=src))
+    assert set(b1.artifacts["predictions"]) == {"true", "sim", "refined", "data"}  # for the run's plot
     for r in (b1, b2):
         assert set(r.details) >= {"sim", "refined", "data"} and r.details["n_train"] == 200
         assert np.isfinite(r.value) and r.uncertainty > 0

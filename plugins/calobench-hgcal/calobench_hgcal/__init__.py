@@ -24,9 +24,8 @@ def register_models(register):
 
 
 @calobench.hookimpl
-def make_plots(dataset, real, generated, outdir, model, extra):
-    if real.geometry.shape != (12, 15, 7) or "energy" not in real.conditions:
-        return []
-    from .plots import hgcal_plots
+def register_plots(register):
+    from .plots import PLOTS
 
-    return hgcal_plots(real, generated, outdir, model, extra)
+    for plot in PLOTS:
+        register(plot)

@@ -2,12 +2,12 @@
 constrainer response, example showers, correlations."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from calobench.observables import features
-from calobench.plots import _mpl, hist_ratio, save
+from calobench import Plot, ShowerData
+from calobench.plots import hist_ratio, pyplot, save
 
 from .simulator import LAYER_X0
 
@@ -96,24 +96,66 @@ def correlations(plt, real, generated, path):
     return save(fig, path)
 
 
-def hgcal_plots(real, generated, outdir, model, extra) -> list:
-    plt = _mpl()
-    outdir = Path(outdir)
-    both_r, both_g = real, generated
-    if "interp70" in extra:  # put the 70 GeV hold-out beside the training energies
-        from calobench import ShowerData
+def _with_holdout(ctx):
+    """(real, generated) with the 70 GeV interpolation hold-out beside the training energies."""
+    if "interp70" not in ctx.extra:
+        return ctx.real, ctx.generated
+    r70, g70 = ctx.extra["interp70"]
 
-        r70, g70 = extra["interp70"]
-        both_r = ShowerData(np.concatenate([real.array(), r70.array()]),
-                            {k: np.concatenate([real.conditions[k], r70.conditions[k]]) for k in real.conditions},
-                            real.geometry)
-        both_g = ShowerData(np.concatenate([generated.array(), g70.array()]),
-                            {k: np.concatenate([generated.conditions[k], g70.conditions[k]]) for k in generated.conditions},
-                            generated.geometry)
-    paths = [per_energy(plt, both_r, both_g, outdir / "hgcal_per_energy.png"),
-             occupancy(plt, real, generated, outdir / "hgcal_occupancy.png"),
-             examples(plt, real, generated, outdir / "hgcal_examples.png"),
-             correlations(plt, real, generated, outdir / "hgcal_correlations.png")]
-    if hasattr(model, "reconstruct"):
-        paths.append(constrainers(plt, model, real.head(3000), generated.head(3000), outdir / "hgcal_constrainers.png"))
-    return paths
+    def join(a, b):
+        return ShowerData(np.concatenate([a.array(), b.array()]),
+                          {k: np.concatenate([a.conditions[k], b.conditions[k]]) for k in a.conditions}, a.geometry)
+
+    return join(ctx.real, r70), join(ctx.generated, g70)
+
+
+class HGCALPlot(Plot):
+    datasets = ("hgcal",)
+    tasks = ("generate",)
+
+
+class PerEnergyPlot(HGCALPlot):
+    name = "hgcal_per_energy"
+    description = "energy, depth, hits and spread per beam energy (70 GeV hold-out included)"
+
+    def make(self, ctx):
+        real, generated = _with_holdout(ctx)
+        return [per_energy(pyplot(), real, generated, ctx.outdir / "hgcal_per_energy.png")]
+
+
+class OccupancyPlot(HGCALPlot):
+    name = "hgcal_occupancy"
+    description = "cell occupancy maps per layer"
+
+    def make(self, ctx):
+        return [occupancy(pyplot(), ctx.real, ctx.generated, ctx.outdir / "hgcal_occupancy.png")]
+
+
+class ExamplesPlot(HGCALPlot):
+    name = "hgcal_examples"
+    description = "example showers, real and generated"
+
+    def make(self, ctx):
+        return [examples(pyplot(), ctx.real, ctx.generated, ctx.outdir / "hgcal_examples.png")]
+
+
+class CorrelationsPlot(HGCALPlot):
+    name = "hgcal_correlations"
+    description = "layer-sum correlations; depth and hits vs total energy"
+
+    def make(self, ctx):
+        return [correlations(pyplot(), ctx.real, ctx.generated, ctx.outdir / "hgcal_correlations.png")]
+
+
+class ConstrainerPlot(HGCALPlot):
+    name = "hgcal_constrainers"
+    description = "the WGAN's constrainer reconstruction of energy and impact point, real vs generated"
+
+    def make(self, ctx):
+        if not hasattr(ctx.model, "reconstruct"):
+            return []
+        return [constrainers(pyplot(), ctx.model, ctx.real.head(3000), ctx.generated.head(3000),
+                             ctx.outdir / "hgcal_constrainers.png")]
+
+
+PLOTS = (PerEnergyPlot, OccupancyPlot, ExamplesPlot, CorrelationsPlot, ConstrainerPlot)

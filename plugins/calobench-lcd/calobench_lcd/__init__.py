@@ -13,8 +13,6 @@ from .simulator import LCDSimulator
 
 __version__ = "0.1.0"
 
-SHAPE = (51, 51, 25)
-
 
 @calobench.hookimpl
 def register_simulators(register):
@@ -45,9 +43,7 @@ def register_models(register):
 
 
 @calobench.hookimpl
-def make_plots(dataset, real, generated, outdir, model, extra):
-    if tuple(real.geometry.shape) != SHAPE or not {"energy", "theta"} <= set(real.conditions):
-        return []
-    from .plots import lcd_plots
+def register_plots(register):
+    from .plots import LCDPlots
 
-    return lcd_plots(real, generated, outdir)
+    register(LCDPlots)

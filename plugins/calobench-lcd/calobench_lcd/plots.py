@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calobench.plots import _mpl, correlation_plot, save
+from calobench import Plot
+from calobench.plots import correlation_plot, pyplot, save
 
 from .physics import measured_angle
 
@@ -53,7 +54,7 @@ def sampling_fraction_curve(s: dict, sel, edges) -> tuple:
 
 
 def lcd_plots(real, generated, outdir) -> list:
-    plt = _mpl()
+    plt = pyplot()
     outdir = Path(outdir)
     r, g = summarise(real), summarise(generated)
     paths = []
@@ -129,3 +130,15 @@ def lcd_plots(real, generated, outdir) -> list:
         ax.set_yticks([])
     paths.append(save(fig, outdir / "lcd_projections.png"))
     return paths
+
+
+class LCDPlots(Plot):
+    """The 3DGAN paper's validation figures, from one pass over each sample."""
+
+    name = "lcd_physics"
+    description = "3DGAN paper figures: sampling fraction, shapes, spectrum, angle, correlations, projections"
+    datasets = ("lcd",)
+    tasks = ("generate",)
+
+    def make(self, ctx):
+        return lcd_plots(ctx.real, ctx.generated, ctx.outdir)
