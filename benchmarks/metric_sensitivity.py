@@ -19,10 +19,8 @@ import time
 
 import numpy as np
 
+import calobench
 from calobench import MetricContext, ShowerData
-from calobench.catalog import Catalog
-from calobench.plugins import get_plugins
-from calobench.runner import dataset_info, select_metrics
 
 
 def scaled(d, f):
@@ -50,17 +48,17 @@ def main():
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--metrics", default=None)
     args = ap.parse_args()
-    reg = get_plugins().registry
-    ds = Catalog(reg).get(args.dataset)
+    loaded = calobench.load_dataset(args.dataset)
+    ds = loaded.dataset
     real = ds.load("test").head(args.n)
     ref = ds.load("reference").head(args.n)
     variants = {"floor": ref, "energy +5%": scaled(ref, 1.05), "shift 1 cell": shifted(ref),
                 "decorrelated": decorrelated(ref)}
     if ds.entry.get("simulator") == "hgcal":
-        sim = reg.simulators["hgcal"]
+        sim = calobench.registry().simulators["hgcal"]
         variants["no noise"] = sim.simulate(len(ref), np.random.default_rng(12345), noise_mip=0.0)
-    metrics = select_metrics(reg, args.metrics.split(",") if args.metrics else None)
-    ctx = MetricContext(dataset=dataset_info(ds), seed=0)
+    metrics = calobench.get_metrics(args.metrics.split(",") if args.metrics else None)
+    ctx = MetricContext(dataset=loaded.info, seed=0)
     print(f"dataset {args.dataset}: {len(real)} real test showers vs {len(ref)} per variant")
     header = f"{'metric':<28}" + "".join(f"{v:>26}" for v in variants)
     print(header)

@@ -22,9 +22,7 @@ Weights are untrained: speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -33,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+import calobench
+from calobench.provenance import device_label, write_table
+from calobench.timing import synchronizer, time_calls
 
 TRAIN_N = 512
 
@@ -53,50 +55,33 @@ def peak_flops(device: torch.device, n: int | None = None, reps: int = 5) -> flo
 
 
 def _sync(device):
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronizer(device)()
 
 
 def _timed(fn, batch: int, budget: float, reps: int = 10, device=None):
-    """(showers/s, reps done) or (None, estimated seconds per call) when one call would bust the budget."""
-    t0 = time.perf_counter()
-    fn()  # warm-up
-    _sync(device)
-    warm = time.perf_counter() - t0
-    if warm > budget:
-        return None, warm
-    times = []
-    while len(times) < reps and (sum(times) + warm < budget or len(times) < 3):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return batch / float(np.median(times)), len(times)
+    """(showers/s, calls timed) or (None, the warm-up call's seconds) when that alone busts the budget."""
+    t = time_calls(fn, reps=reps, budget_s=budget, device=device)
+    return (t.rate(batch), t.calls) if t.median_s else (None, t.warmup_s)
 
 
 def one_model(name: str, device_name: str, batches: list, budget: float, train_steps: int,
               overrides: dict | None = None, gen_preset: str = "paper", train: bool = True) -> dict:
     """Everything measured for one model, in this process."""
-    from calobench.catalog import Catalog
-    from calobench.plugins import get_plugins
-    from calobench.runner import dataset_info, resolve_device
-
-    device = resolve_device(device_name)
-    reg = get_plugins().registry
-    cls = reg.get("model", name)
-    catalog = Catalog(reg)
-    ds, info = _dataset_for(cls, catalog, dataset_info)
+    device = calobench.resolve_device(device_name)
+    cls = calobench.get_model(name)
+    loaded = _dataset_for(cls)
+    ds, info = loaded.dataset, loaded.info
     sim = ds.simulator  # for a refiner, the dataset is its source: the simulator makes its input
     rng = np.random.default_rng(0)
     pool = sim.simulate(min(max(batches), 2000), rng, **ds.entry["params"])
-    out = {"model": name, "dataset": ds.name, "task": cls.task, "device": _device_label(device), "gen": {},
+    out = {"model": name, "dataset": ds.name, "task": cls.task, "device": device_label(device), "gen": {},
            "sim": {}, "train": {}}
 
     # training speed, default and paper presets
     small = pool.head(min(TRAIN_N, len(pool)))
     kw = {}
     if cls.task == "refine":
-        tgt = catalog.get(ds.counterpart)
+        tgt = calobench.load_dataset(ds.counterpart).dataset
         kw["target"] = tgt.simulator.simulate(len(small), np.random.default_rng(2), **tgt.entry["params"])
     for preset in ("default", "paper") if train else ():
         out["train"][preset] = _train_speed(cls, info, preset, small, kw, device, train_steps, budget, overrides)
@@ -109,9 +94,7 @@ def one_model(name: str, device_name: str, batches: list, budget: float, train_s
         cfg["stages"] = [{"energy": None, "epochs": cfg["batch"] / len(small)}]
     torch.manual_seed(0)
     model = cls(info, cfg, device)
-    from calobench.model import Trainer
-
-    model.fit(small, Trainer(progress=False), small, **kw)
+    model.fit(small, calobench.Trainer(progress=False), small, **kw)
     out["gen_preset"] = gen_preset
     out["parameters"] = model.n_parameters()
     flops = _flops_per_shower(model, pool)
@@ -151,21 +134,17 @@ def _peak_mib(device) -> float:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _dataset_for(cls, catalog, dataset_info):
+def _dataset_for(cls):
     """The model's first declared dataset, or the first simulated dataset it supports."""
-    names = list(cls.datasets) or [n for n in catalog.names() if catalog.get(n).entry.get("simulator")]
-    for n in names:
-        ds = catalog.get(n)
-        info = dataset_info(ds)
-        if cls.supports(info) is None:
-            return ds, info
+    for n in list(cls.datasets) or calobench.list_datasets():
+        loaded = calobench.load_dataset(n)
+        if loaded.dataset.entry.get("simulator") and cls.supports(loaded.info) is None:
+            return loaded
     raise SystemExit(f"no simulated dataset for model {cls.name}")
 
 
 def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=None) -> dict:
     """Seconds per step: fit with 1 step (warm-up, set-up) and with 1 + ``steps``; the difference."""
-    from calobench.model import Trainer
-
     cfg = cls.config_for(preset, overrides)
     times = []
     for n in (1, 1 + steps):
@@ -179,7 +158,7 @@ def _train_speed(cls, info, preset, small, kw, device, steps, budget, overrides=
         torch.manual_seed(0)
         m = cls(info, {**cfg, **over}, device)
         t0 = time.perf_counter()
-        m.fit(small, Trainer(progress=False), small, **kw)
+        m.fit(small, calobench.Trainer(progress=False), small, **kw)
         _sync(device)
         times.append(time.perf_counter() - t0)
         if times[0] > budget:
@@ -204,12 +183,6 @@ def _flops_per_shower(model, pool) -> float | None:
         return None
     finally:
         model._fast_paths_applied = applied
-
-
-def _device_label(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu x{torch.get_num_threads()} ({platform.processor() or platform.machine()})"
 
 
 def _value(text: str):
@@ -248,13 +221,10 @@ def main():
         print(json.dumps(one_model(args.one, args.device, batches, args.budget, args.train_steps, overrides,
                                    args.gen_preset, not args.no_train)))
         return
-    from calobench.plugins import get_plugins
-    from calobench.runner import resolve_device
-
-    names = args.models.split(",") if args.models else sorted(get_plugins().registry.models)
-    device = resolve_device(args.device)
+    names = args.models.split(",") if args.models else sorted(calobench.registry().models)
+    device = calobench.resolve_device(args.device)
     peak = peak_flops(device)
-    print(f"device: {_device_label(device)}; float32 matmul peak {peak / 1e9:,.0f} GFLOP/s"
+    print(f"device: {device_label(device)}; float32 matmul peak {peak / 1e9:,.0f} GFLOP/s"
           + (f"; model overrides {overrides}" if overrides else ""))
     rows = []
     for name in names:
@@ -297,22 +267,14 @@ def main():
     df = pd.DataFrame(table)
     print()
     print(df.to_string(index=False))
-    import calobench
-
-    header = (f"# Speed\n\nGenerated by `python benchmarks/speed.py` on {dt.date.today().isoformat()}: "
-              f"{_device_label(device)}, torch {torch.__version__}, calobench {calobench.__version__}, "
-              f"python {platform.python_version()}. float32 matmul peak {peak / 1e9:,.0f} GFLOP/s.\n\n"
-              f"Generation with the `{args.gen_preset}` preset's networks; showers/s: median of up to 10 calls "
-              "after a warm-up; `sim`: the dataset's parametric simulator (numpy) on the same machine; % of peak: "
-              "FLOPs per shower x best showers/s / matmul peak; train: seconds per step of the default and paper "
-              "presets (mean of 3 after a warm-up; \"> budget\": the first step alone took longer), untrained "
-              "weights; projected: the paper preset's steps x its s/step."
-              + (f" Model overrides: {overrides}." if overrides else "") + "\n\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from calobench.io import atomic_path
-
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(header + df.to_markdown(index=False) + "\n")
+    description = (f"float32 matmul peak {peak / 1e9:,.0f} GFLOP/s, measured in the same run. "
+                   f"Generation with the `{args.gen_preset}` preset's networks; showers/s: median of up to 10 calls "
+                   "after a warm-up (`calobench.timing`); `sim`: the dataset's parametric simulator (numpy) on the "
+                   "same machine; % of peak: FLOPs per shower x best showers/s / matmul peak; train: seconds per step "
+                   "of the default and paper presets (mean of 3 after a warm-up; \"> budget\": the first step alone "
+                   "took longer), untrained weights; projected: the paper preset's steps x its s/step."
+                   + (f" Model overrides: {overrides}." if overrides else ""))
+    write_table(args.out, "Speed", description, df.to_markdown(index=False), device=device)
     print(f"\nwritten: {args.out}")
 
 

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from .data import Geometry, ShowerData, cache_dir, read_hdf5, write_hdf5  # noqa: E402
 from .errors import CalobenchError  # noqa: E402
 from .metric import Metric, MetricContext, MetricResult  # noqa: E402
-from .api import load_dataset, load_run  # noqa: E402
+from .api import get_metrics, get_model, list_datasets, load_dataset, load_run, registry, resolve_device  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .model import BestWeights, DatasetInfo, Model, Trainer  # noqa: E402
 from .options import Options, RunSettings  # noqa: E402
@@ -17,5 +17,5 @@ from .simulator import Simulator  # noqa: E402
 __all__ = [
     "BestWeights", "CalobenchError", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
     "Options", "Plot", "PlotContext", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
-    "load_dataset", "load_run", "read_hdf5", "write_hdf5", "__version__",
+    "get_metrics", "get_model", "list_datasets", "load_dataset", "load_run", "read_hdf5", "registry", "resolve_device", "write_hdf5", "__version__",
 ]

@@ -73,3 +73,37 @@ def load_run(folder, device: str = "cpu", datasets_files=()) -> LoadedRun:
         model.settings = RunSettings(**config.get("runner", {}))
         model.load(folder / "model.safetensors")
     return LoadedRun(folder, config, record, model)
+
+
+def registry():
+    """Everything the installed plugins registered: ``.models``, ``.metrics``, ``.plots``,
+    ``.simulators``, ``.datasets``, ``.layouts`` (dicts by name), ``.owner``, ``.warnings``."""
+    from .plugins import get_plugins
+
+    return get_plugins().registry
+
+
+def get_model(name: str):
+    """The installed model class called ``name`` (one-line CalobenchError with close matches if none)."""
+    return registry().get("model", name)
+
+
+def get_metrics(names=None) -> list:
+    """Instances of the installed metrics called ``names`` (all of them, sorted by name, if None)."""
+    from .runner import select_metrics
+
+    return select_metrics(registry(), list(names) if names is not None else None)
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda[:i]`` as a torch.device."""
+    from .runner import resolve_device as _resolve
+
+    return _resolve(name)
+
+
+def list_datasets(datasets_files=()) -> list:
+    """Names of every dataset in the catalog (built-in YAML, plugins, ``datasets_files``)."""
+    from .catalog import Catalog
+
+    return list(Catalog(registry(), datasets_files).names())

@@ -15,8 +15,9 @@ MAX_LAYERS = 30
 LAYER_GROUPS = 10
 
 
-def _as_xyl(block: np.ndarray, geometry) -> np.ndarray:
-    """[n, *shape] -> [n, X, Y, L]: two transverse axes then the layer axis."""
+def as_xyl(block: np.ndarray, geometry) -> np.ndarray:
+    """[n, *shape] -> [n, X, Y, L] float64: two transverse axes then the layer axis (a flat or
+    layerless geometry gets singleton axes; extra transverse axes are folded into Y)."""
     a = block.astype(np.float64, copy=False)
     if geometry.layer_axis is not None and a.ndim > 2:
         a = np.moveaxis(a, 1 + geometry.layer_axis, -1)
@@ -48,7 +49,7 @@ def _safe_div(a, b):
 
 def block_features(block: np.ndarray, geometry, conditions: dict | None = None) -> dict:
     """Per-shower observables of one in-memory block ``[n, *shape]``."""
-    a = _as_xyl(block, geometry)
+    a = as_xyl(block, geometry)
     n, X, Y, L = a.shape
     csx, csy = _transverse_sizes(geometry)
     xs = (np.arange(X) + 0.5 - X / 2) * csx

@@ -83,7 +83,7 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _device_label(device: torch.device) -> str:
+def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu x{torch.get_num_threads()}"
@@ -94,7 +94,7 @@ def provenance(device=None, command: str | None = None) -> dict:
     device = torch.device(device) if device is not None else torch.device("cpu")
     return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "code": code_state(), "environment": environment(device), "device": _device_label(device)}
+            "code": code_state(), "environment": environment(device), "device": device_label(device)}
 
 
 def provenance_markdown(prov: dict) -> str:

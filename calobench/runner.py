@@ -28,7 +28,7 @@ from .metric import MetricContext
 from .model import DatasetInfo, Trainer
 from .options import SPEED_ONLY, config_hash
 from .plugins import get_plugins
-from .provenance import _device_label, code_state, environment
+from .provenance import device_label, code_state, environment
 from .timing import time_calls
 
 STANDARD_SPLITS = ("train", "validation", "test", "reference")
@@ -487,7 +487,7 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
         "train": {"steps": trainer.step, "phases": trainer.phases, "resumed_from": trainer.resumed_from,
                   "wall_s": round(trainer.wall_s, 3), "processes": world, "n_train": len(train),
                   "history": trainer.history},
-        "generation": {"device": _device_label(device), "n_parameters": model.n_parameters(),
+        "generation": {"device": device_label(device), "n_parameters": model.n_parameters(),
                        "inference_nets": sorted(model.generating_nets()),
                        "network_evaluations_per_shower": getattr(model, "network_evaluations_per_shower", 1),
                        "showers_per_s": throughput, "timing_skipped": skipped, "wall_s": round(gen_wall, 3)},

@@ -66,11 +66,11 @@ def bootstrap(fn, real_n: int, gen_n: int, rng: np.random.Generator, n: int = N_
 def profiles(data) -> dict:
     """Per-shower energy profiles along x, y and the layer axis: ``{axis: [N, bins]}`` (cached)."""
     if "profiles" not in data.cache:
-        from calobench.observables import _as_xyl
+        from calobench.observables import as_xyl
 
         parts = {"x": [], "y": [], "z": []}
         for b in data.chunks():
-            a = _as_xyl(b.array(), data.geometry)
+            a = as_xyl(b.array(), data.geometry)
             parts["x"].append(a.sum((2, 3)))
             parts["y"].append(a.sum((1, 3)))
             parts["z"].append(a.sum((1, 2)))

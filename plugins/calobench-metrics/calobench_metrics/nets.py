@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calobench.observables import _as_xyl
+from calobench.observables import as_xyl
 
 MAX_CELLS = 4096
 
@@ -20,7 +20,7 @@ def low_level(data, max_cells: int = MAX_CELLS) -> np.ndarray:
     """Cells as a flat vector, transverse axes average-pooled by 2 until at most ``max_cells``."""
     out = []
     for b in data.chunks():
-        a = _as_xyl(b.array(), data.geometry)
+        a = as_xyl(b.array(), data.geometry)
         while a.shape[1] * a.shape[2] * a.shape[3] > max_cells and min(a.shape[1], a.shape[2]) > 1:
             X, Y = a.shape[1] // 2 * 2, a.shape[2] // 2 * 2
             a = a[:, :X, :Y].reshape(len(a), X // 2, 2, Y // 2, 2, a.shape[3]).sum((2, 4))

@@ -1,6 +1,6 @@
 """The LCD parametric simulator: throughput on one core, cache-write rate, physics table.
 
-    python benchmarks/lcd_simulator.py [--n 2048]
+    python plugins/calobench-lcd/benchmarks/simulator.py [--n 2048]
 
 Prints showers/s of the simulation alone (numpy, one thread; target >= 500) and with the
 compressed HDF5 cache write, then per E_p range the sampling fraction and its spread,
@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from calobench.data import write_hdf5  # noqa: E402
+from calobench import write_hdf5  # noqa: E402
 from calobench_lcd.physics import measured_angle  # noqa: E402
 from calobench_lcd.simulator import LCDSimulator  # noqa: E402
 

@@ -1,6 +1,6 @@
 """HGCAL WGAN: physics and speed figures for a trained run.
 
-    python benchmarks/hgcal_wgan.py runs/hgcal__hgcal_wgan__default__seed0 [--device cpu|cuda]
+    python plugins/calobench-hgcal/benchmarks/wgan.py runs/hgcal__hgcal_wgan__default-<hash>__seed0 [--device cpu|cuda]
 
 Prints, for the run's samples against the dataset:
   * mean energy response (visible MIP per GeV) and resolution (sigma/mean of the total
@@ -14,19 +14,15 @@ Prints, for the run's samples against the dataset:
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from calobench import read_hdf5
-from calobench.catalog import Catalog
-from calobench.observables import features
-from calobench.plugins import get_plugins
-from calobench.runner import dataset_info, resolve_device
 from scipy.stats import wasserstein_distance
+
+import calobench
+from calobench.observables import features
+from calobench.timing import time_calls
 
 ENERGIES = (20, 32, 50, 70, 80, 90)
 OBS = ("E_total", "depth", "depth_width", "n_hits", "width_x", "width_y", "cog_x", "cog_y",
@@ -34,15 +30,7 @@ OBS = ("E_total", "depth", "depth_width", "n_hits", "width_x", "width_y", "cog_x
 
 
 def median_rate(fn, batch, reps=10, device="cpu"):
-    fn(batch)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(batch)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return batch / float(np.median(times))
+    return time_calls(lambda: fn(batch), reps=reps, budget_s=float("inf"), device=device).rate(batch)
 
 
 def main():
@@ -51,16 +39,14 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
-    rec = json.loads((args.run_dir / "record.json").read_text())
-    plugins = get_plugins()
-    ds = Catalog(plugins.registry).get(rec["dataset"])
-    device = resolve_device(args.device)
-    model = plugins.registry.get("model", rec["model"])(dataset_info(ds), rec["config"], device)
-    model.load(args.run_dir / "model.safetensors")
-
+    device = calobench.resolve_device(args.device)
+    run = calobench.load_run(args.run_dir, device=str(device))
+    rec, model = run.record, run.model
+    if rec is None or model is None:
+        raise SystemExit(f"{args.run_dir}: the run has not finished (no record.json or model.safetensors)")
+    ds = calobench.load_dataset(rec["dataset"])
     real = {"test": ds.load("test").load(), "interp70": ds.load("interp70").load()}
-    gen = {"test": read_hdf5(args.run_dir / "samples.h5", lazy=False),
-           "interp70": read_hdf5(args.run_dir / "samples_interp70.h5", lazy=False)}
+    gen = {"test": run.samples().load(), "interp70": run.samples("interp70").load()}
     print(f"run {args.run_dir.name}: {rec['model']} ({rec['preset']}), trained {rec['train']['steps']} steps "
           f"in {rec['train']['wall_s'] / 60:.1f} min on {rec['generation']['device']}")
     print("\nenergy response [MIP/GeV] and resolution, real vs generated")
@@ -92,7 +78,7 @@ def main():
 
     print(f"\ngeneration throughput, device {device} ({torch.get_num_threads()} threads), median of {args.reps}")
     cond = real["test"].conditions
-    sim = plugins.registry.simulators["hgcal"]
+    sim = calobench.registry().simulators["hgcal"]
 
     def gen_fn(b):
         idx = np.arange(b) % len(real["test"])

@@ -1,6 +1,6 @@
 """3DGAN on LCD: the physics figures of a trained run, from its samples against the test split.
 
-    python benchmarks/lcd_3dgan.py runs/lcd__3dgan__default__seed0
+    python plugins/calobench-lcd/benchmarks/threedgan.py runs/lcd__3dgan__default-<hash>__seed0
 
 Prints the sampling-fraction error (mean over 10 E_p bins of |<sum/E_p>_gen / <sum/E_p>_real - 1|)
 and its per-bin values, sum/E_p in the theta bins of the paper (62, 90, 118 +- 4 deg), the
@@ -9,14 +9,11 @@ measured-angle MAE (generated and real, against the input theta) and the occupan
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from calobench import read_hdf5
-from calobench.catalog import Catalog
-from calobench.plugins import get_plugins
+import calobench
 from calobench_lcd.plots import THETA_BINS_DEG, THETA_HALF_WIDTH_DEG, summarise
 
 
@@ -24,9 +21,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     args = ap.parse_args()
-    rec = json.loads((args.run / "record.json").read_text())
-    real = Catalog(get_plugins().registry).get(rec["dataset"]).load("test")
-    gen = read_hdf5(args.run / "samples.h5")
+    run = calobench.load_run(args.run)
+    rec = run.record
+    if rec is None:
+        raise SystemExit(f"{args.run}: the run has not finished (no record.json)")
+    real = calobench.load_dataset(rec["dataset"]).load("test")
+    gen = run.samples()
     r, g = summarise(real), summarise(gen)
     E = r["energy"]
     edges = np.linspace(2, 500, 11)

@@ -1,6 +1,6 @@
 """The HGCAL parametric simulator: throughput on one core, physics checks, observable plots.
 
-    python benchmarks/hgcal_simulator.py [--n 20000] [--plots plugins/calobench-hgcal/docs]
+    python plugins/calobench-hgcal/benchmarks/simulator.py [--n 20000] [--plots plugins/calobench-hgcal/docs]
 
 Prints showers/s (numpy, one thread), and per beam energy the visible-energy response and
 resolution, mean shower depth, hits above 2 MIP and the fraction of hit cells in 2-5 MIP;
@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from calobench.observables import features  # noqa: E402
-from calobench.plots import _mpl, save  # noqa: E402
+from calobench.plots import pyplot, save  # noqa: E402
 from calobench_hgcal.simulator import LAYER_X0, HGCALSimulator  # noqa: E402
 
 ENERGIES = (20.0, 32.0, 50.0, 70.0, 80.0, 90.0)
@@ -50,7 +50,7 @@ def main():
     slope = np.polyfit(np.log(ENERGIES), depth, 1)[0]
     print(f"\ndepth vs ln E slope: {slope:.2f} X0 per e-fold")
     if args.plots:
-        plt = _mpl()
+        plt = pyplot()
         fig, axes = plt.subplots(2, 3, figsize=(14, 8))
         keys = (("E_total", "total visible energy [MIP]"), ("depth", "shower depth [X0]"), ("n_hits", "hits > 2 MIP"),
                 ("width_x", "transverse spread x [mm]"), ("max_cell_layer_3", "max cell, layer 3 [MIP]"))

@@ -1,7 +1,7 @@
 """The air-shower array simulator: events/s on one thread, data and simulation variants,
 and the physics differences between them on paired events.
 
-    python benchmarks/airshower_simulator.py [--n 4096]
+    python plugins/calobench-airshower/benchmarks/simulator.py [--n 4096]
 """
 from __future__ import annotations
 
