@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from calobench import cache_dir
-from calobench.io import atomic_path
+from calobench.training import cached_tensors, fit_early_stopping
 
 from .nets import PatternAixNet, TraceAixNet, to_net
 
@@ -27,36 +27,9 @@ def train_regressor(net, x: np.ndarray, energy: np.ndarray, seed: int, epochs: i
     perm = torch.randperm(len(u), generator=g)
     k = max(1, int(0.85 * len(u)))
     tr, va = perm[:k], perm[k:]
-    net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = None
-    if one_cycle:
-        patience = epochs
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * -(-len(tr) // batch))
-    best, best_state, bad = np.inf, None, 0
-    for _ in range(epochs):
-        net.train()
-        order = tr[torch.randperm(len(tr), generator=g)]
-        for i in range(0, len(order), batch):
-            idx = order[i : i + batch]
-            loss = ((net(u[idx].to(device)) - y[idx].to(device)) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-        net.eval()
-        with torch.no_grad():
-            v = float(((predict_log(net, u[va], device) - y[va]) ** 2).mean()) if len(va) else float(loss)
-        if v < best - 1e-6:
-            best, bad, best_state = v, 0, {k_: t.clone() for k_, t in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state:
-        net.load_state_dict(best_state)
-    return net.eval()
+    return fit_early_stopping(net, u[tr], y[tr], u[va], y[va], lambda p, t: ((p - t) ** 2).mean(), epochs=epochs,
+                              batch=batch, lr=lr, patience=patience, min_delta=1e-6, one_cycle=one_cycle,
+                              device=device, generator=g, val_batch=1024)
 
 
 def predict_log(net, u: torch.Tensor, device="cpu", batch: int = 1024) -> torch.Tensor:
@@ -75,16 +48,13 @@ METRIC_TRAINING = {"epochs": 30, "lr": 3e-3, "batch": 64, "one_cycle": True}
 
 def cached_regressor(tag: str, data, seed: int) -> torch.nn.Module:
     """An AixNet trained on ``data`` once, cached under the calobench cache by ``tag`` and seed."""
-    from safetensors.torch import load_file, save_file
-
     path = Path(cache_dir()) / "airshower" / f"aixnet-v2-{tag}-seed{seed}.safetensors"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = make_aixnet(data.geometry.shape)
-    if path.exists():
-        net.load_state_dict(load_file(str(path)))
-        return net.eval()
-    train_regressor(net, data.array(), data.conditions["energy"], seed, **METRIC_TRAINING)
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    return net
+
+    def train():
+        return train_regressor(net, data.array(), data.conditions["energy"], seed, **METRIC_TRAINING).state_dict()
+
+    net.load_state_dict(cached_tensors(path, train))
+    return net.eval()

@@ -9,7 +9,9 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 import calobench
 
 from .aixnet import train_regressor
-from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, gradient_penalty, to_net
+from calobench.training import critic_gradient_penalty as gradient_penalty
+
+from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
 
 E_NORM = 100.0  # EeV
 

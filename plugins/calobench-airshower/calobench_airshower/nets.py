@@ -144,10 +144,3 @@ class TraceAixNet(nn.Module):
         h = self.time(u)[..., 0]  # [B, C, 9, 9]
         out = self.array(h)
         return out[:, 0] if out.shape[1] == 1 else out
-
-
-def gradient_penalty(critic, real, fake):
-    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -11,6 +11,8 @@ from pydantic import PositiveFloat, PositiveInt
 
 import calobench
 
+from calobench.training import gradient_penalty, interpolates
+
 from .wgan import N_LATENT, Constrainer, Critic, Generator
 
 LABELS = ("energy", "impact_x", "impact_y")
@@ -158,11 +160,10 @@ class HGCALWGAN(calobench.Model):
                 eps = dist.shard(torch.rand(B, 1, 1, 1)).to(dev)
                 with torch.no_grad():
                     fake = Gw(z, lab)
-                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                x_hat = interpolates(real, fake, eps)
                 out = Dw(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]))
                 d_real, d_fake, d_hat = out.split(len(real))
-                grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
-                gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+                gp = gradient_penalty(d_hat, x_hat)
                 d_real, d_fake = d_real.mean(), d_fake.mean()
                 loss_d = d_fake - d_real + c["gp_lambda"] * gp
                 opt_d.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from calobench.observables import as_xyl
+from calobench.training import fit_early_stopping
 
 MAX_CELLS = 4096
 
@@ -44,33 +45,8 @@ class Standardise:
 def train(net: nn.Module, x_tr, y_tr, x_va, y_va, loss_fn, seed: int, epochs: int = 40, batch: int = 256,
           lr: float = 1e-3, patience: int = 4) -> nn.Module:
     """Adam, early stopping on the held-out loss, best weights restored. Seeded, no global RNG side effect."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
-    xv, yv = torch.as_tensor(x_va), torch.as_tensor(y_va)
-    best, best_state, bad = np.inf, None, 0
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), batch):
-            idx = perm[i : i + batch]
-            opt.zero_grad()
-            loss_fn(net(xt[idx]), yt[idx]).backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            v = float(loss_fn(net(xv), yv))
-        if v < best - 1e-5:
-            best, bad = v, 0
-            best_state = {k: t.clone() for k, t in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return net
+    return fit_early_stopping(net, x_tr, y_tr, x_va, y_va, loss_fn, seed, epochs=epochs, batch=batch, lr=lr,
+                              patience=patience, min_delta=1e-5)
 
 
 def seeded_init(seed: int):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from calobench import CalobenchError, Metric, MetricResult, cache_dir
+from calobench.training import cached_tensors
 
 from .common import bootstrap, condition_bins, feature_table, primary_condition
 from .nets import Standardise, low_level, mlp, seeded_init, train
@@ -54,40 +55,30 @@ def trained_regressor(dataset, seed: int) -> Regressor:
         raise CalobenchError(f"dataset '{dataset.name}' has no conditions to reconstruct")
     ranges = [tuple(dataset.conditions[c]) for c in names]
     path = Path(cache_dir()) / "metrics" / f"triforce-v{VERSION}-{dataset.key or dataset.name}-seed{seed}.safetensors"
-    train_data = dataset.load("train")
-    val_name = "validation" if "validation" in dataset.splits else None
-    reg = None
-    if path.exists():
-        from safetensors.torch import load_file
 
-        st = load_file(str(path))
-        reg = Regressor(st["scale.mean"].numel(), names, ranges, seed)
-        reg.scale = Standardise(np.zeros((2, 1)))
-        reg.scale.mean, reg.scale.std = st.pop("scale.mean").numpy(), st.pop("scale.std").numpy()
-        reg.net.load_state_dict(st)
-        return reg
-    n = min(len(train_data), MAX_TRAIN)
-    tr = train_data.head(n)
-    x = inputs(tr)
-    reg = Regressor(x.shape[1], names, ranges, seed)
-    y = reg.targets(tr)
-    if val_name:
-        va = dataset.load(val_name).head(5000)
-        xv, yv = inputs(va), reg.targets(va)
-    else:
-        k = int(0.85 * n)
-        x, xv, y, yv = x[:k], x[k:], y[:k], y[k:]
-    reg.scale = Standardise(x)
-    train(reg.net, reg.scale(x), y, reg.scale(xv), yv, torch.nn.MSELoss(), seed, epochs=60, patience=6)
-    from safetensors.torch import save_file
+    def train_once() -> dict:
+        train_data = dataset.load("train")
+        n = min(len(train_data), MAX_TRAIN)
+        tr = train_data.head(n)
+        x = inputs(tr)
+        reg = Regressor(x.shape[1], names, ranges, seed)
+        y = reg.targets(tr)
+        if "validation" in dataset.splits:
+            va = dataset.load("validation").head(5000)
+            xv, yv = inputs(va), reg.targets(va)
+        else:
+            k = int(0.85 * n)
+            x, xv, y, yv = x[:k], x[k:], y[:k], y[k:]
+        reg.scale = Standardise(x)
+        train(reg.net, reg.scale(x), y, reg.scale(xv), yv, torch.nn.MSELoss(), seed, epochs=60, patience=6)
+        return {**reg.net.state_dict(), "scale.mean": torch.as_tensor(reg.scale.mean),
+                "scale.std": torch.as_tensor(reg.scale.std)}
 
-    from calobench.io import atomic_path
-
-    state = {k: v.contiguous() for k, v in reg.net.state_dict().items()}
-    state["scale.mean"] = torch.as_tensor(reg.scale.mean)
-    state["scale.std"] = torch.as_tensor(reg.scale.std)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    st = dict(cached_tensors(path, train_once))
+    reg = Regressor(st["scale.mean"].numel(), names, ranges, seed)
+    reg.scale = Standardise(np.zeros((2, 1)))
+    reg.scale.mean, reg.scale.std = st.pop("scale.mean").numpy(), st.pop("scale.std").numpy()
+    reg.net.load_state_dict(st)
     return reg
 
 

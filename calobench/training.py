@@ -1,0 +1,99 @@
+"""Training helpers models and metrics share: the WGAN-GP gradient penalty, an early-stopping
+supervised trainer, and a disk cache for trained networks. Public API (``calobench.training``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+# -- WGAN-GP (Gulrajani et al. 2017) ------------------------------------------
+def interpolates(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Random points on the lines between real and fake samples (``eps`` ~ U(0, 1) per sample
+    unless given), with gradients enabled: the points the penalty is evaluated at."""
+    if eps is None:
+        eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
+    return (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+
+
+def gradient_penalty(scores: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """mean((||d scores / d x_hat||_2 - 1)^2), differentiable (create_graph) for the critic's step."""
+    grad, = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def critic_gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The penalty of ``critic`` at random interpolates of ``real`` and ``fake``."""
+    x_hat = interpolates(real, fake)
+    return gradient_penalty(critic(x_hat), x_hat)
+
+
+# -- supervised training with early stopping --------------------------------------
+def fit_early_stopping(net: torch.nn.Module, x_train, y_train, x_val, y_val, loss_fn, seed: int = 0,
+                       epochs: int = 40, batch: int = 256, lr: float = 1e-3, patience: int = 4,
+                       min_delta: float = 1e-5, one_cycle: bool = False, device="cpu",
+                       generator: torch.Generator | None = None, val_batch: int | None = None) -> torch.nn.Module:
+    """Adam on mini-batches; after each epoch the validation loss picks the best weights, which are
+    restored at the end; stops after ``patience`` epochs without an improvement of ``min_delta``.
+    ``one_cycle``: a one-cycle learning rate peaking at ``lr`` over all epochs, no early stop.
+    Seeded through its own generator (the caller's RNG streams are untouched); returns ``net`` in
+    eval mode."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train)
+    xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = None
+    if one_cycle:
+        patience = epochs
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * -(-len(xt) // batch))
+    best, best_state, bad, loss = np.inf, None, 0, None
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            loss = loss_fn(net(xt[idx].to(device)), yt[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        net.eval()
+        with torch.no_grad():
+            if len(xv):
+                step = val_batch or len(xv)
+                pred = torch.cat([net(xv[i : i + step].to(device)).cpu() for i in range(0, len(xv), step)])
+                v = float(loss_fn(pred, yv))
+            else:
+                v = float(loss)
+        if v < best - min_delta:
+            best, bad, best_state = v, 0, {k: t.detach().clone() for k, t in net.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net.eval()
+
+
+# -- trained networks cached on disk ---------------------------------------------
+def cached_tensors(path, compute) -> dict:
+    """The tensors stored at ``path`` (safetensors), or ``compute()``'s, written there atomically
+    first. For networks that are expensive to train and deterministic given what ``path`` names
+    (dataset key, seed, version): ``net.load_state_dict(cached_tensors(path, lambda: train().state_dict()))``."""
+    from safetensors.torch import load_file, save_file
+
+    from .io import atomic_path
+
+    path = Path(path)
+    if path.exists():
+        return load_file(str(path))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return tensors
