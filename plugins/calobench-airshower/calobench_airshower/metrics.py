@@ -7,7 +7,7 @@ import torch
 
 from calobench import Metric, MetricResult
 
-from .aixnet import METRIC_TRAINING, cached_regressor, make_aixnet, predict_energy, train_regressor
+from .aixnet import METRIC_TRAINING, QUICK_TRAINING, cached_regressor, make_aixnet, predict_energy, train_regressor
 
 E_BINS = (1, 10, 30, 60, 100)
 
@@ -47,20 +47,22 @@ def utility(real, generated, ctx) -> tuple:
 
 def _utility(real, generated, ctx) -> dict:
     n = len(generated) // 2
+    q = ctx.quick
     test = real.take(np.arange(len(real) - min(n, len(real) // 2), len(real)))
     e = test.conditions["energy"]
     out, preds = {"n_train": n, "n_eval": len(test)}, {"true": e}
     rng = ctx.rng(21)
     nets = {"data": cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-n{n}", ctx.dataset.load("train").head(n),
-                                     ctx.seed)}
+                                     ctx.seed, q)}
     if ctx.source is not None:
         nets["sim"] = cached_regressor(f"{ctx.source.key or ctx.source.name}-n{n}", ctx.source.load("train").head(n),
-                                       ctx.seed)
+                                       ctx.seed, q)
     half = generated.head(n)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         net = make_aixnet(half.geometry.shape)
-    nets["refined"] = train_regressor(net, half.array(), half.conditions["energy"], ctx.seed, **METRIC_TRAINING)
+    nets["refined"] = train_regressor(net, half.array(), half.conditions["energy"], ctx.seed,
+                                     **(QUICK_TRAINING if q else METRIC_TRAINING))
     for k, net in nets.items():
         pred = predict_energy(net, test.array())
         out[k] = response(pred, e)
@@ -121,8 +123,8 @@ class LabelConsistency(Metric):
         return None
 
     def compute(self, real, generated, ctx):
-        net = cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-patterns", ctx.dataset.load("train").head(20000),
-                               ctx.seed)
+        net = cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-patterns",
+                               ctx.dataset.load("train").head(4000 if ctx.quick else 20000), ctx.seed, ctx.quick)
         pr, pg = predict_energy(net, real.array()), predict_energy(net, generated.array())
         er, eg = real.conditions["energy"], generated.conditions["energy"]
         rr, rg = response(pr, er), response(pg, eg)

@@ -41,7 +41,7 @@ def jsd(p: np.ndarray, y: np.ndarray) -> float:
     return float((np.log(2) - bce) / np.log(2))
 
 
-def two_sample_test(xr: np.ndarray, xg: np.ndarray, seed: int) -> dict:
+def two_sample_test(xr: np.ndarray, xg: np.ndarray, seed: int, epochs: int = 40) -> dict:
     n = min(len(xr), len(xg))
     rng = np.random.default_rng(seed)
     x = np.concatenate([xr[rng.permutation(len(xr))[:n]], xg[rng.permutation(len(xg))[:n]]])
@@ -54,14 +54,17 @@ def two_sample_test(xr: np.ndarray, xg: np.ndarray, seed: int) -> dict:
     with seeded_init(seed):
         net = mlp(x.shape[1], 1)
     bce = torch.nn.BCEWithLogitsLoss()
-    train(net, x[:a], y[:a, None], x[a:b], y[a:b, None], bce, seed)
+    train(net, x[:a], y[:a, None], x[a:b], y[a:b, None], bce, seed, epochs=epochs)
     with torch.no_grad():
         p = torch.sigmoid(net(torch.as_tensor(x[a:]))).numpy()[:, 0]
     p_test, p_val, y_test, y_val = p[: b - a], p[b - a :], y[a:b], y[b:]
     p_cal = calibrate(p_test, y_test, p_val)
     boot = [auc(p_cal[i], y_val[i]) for i in (rng.integers(0, len(p_val), len(p_val)) for _ in range(20))]
     return {"auc": auc(p_cal, y_val), "auc_unc": float(np.nanstd(boot, ddof=1)), "jsd": jsd(p_cal, y_val),
-            "n_validation": int(len(y_val))}
+            "n_validation": int(len(y_val)), "max_epochs": epochs}
+
+
+QUICK_EPOCHS = 8  # smoke runs (ctx.quick): enough to exercise every path
 
 
 class ClassifierAUC(Metric):
@@ -76,7 +79,7 @@ class ClassifierAUC(Metric):
             er, eg = real.conditions[c].astype(np.float32), generated.conditions[c].astype(np.float32)
             lr = np.concatenate([lr / er[:, None], np.log(er)[:, None]], 1)
             lg = np.concatenate([lg / eg[:, None], np.log(eg)[:, None]], 1)
-        r = two_sample_test(lr, lg, ctx.seed * 1000 + 11)
+        r = two_sample_test(lr, lg, ctx.seed * 1000 + 11, epochs=QUICK_EPOCHS if ctx.quick else 40)
         return MetricResult(r["auc"], r["auc_unc"], r)
 
 
@@ -89,5 +92,6 @@ class ClassifierAUCHighLevel(Metric):
 
     def compute(self, real, generated, ctx):
         r = two_sample_test(feature_table(real)[1].astype(np.float32),
-                            feature_table(generated)[1].astype(np.float32), ctx.seed * 1000 + 12)
+                            feature_table(generated)[1].astype(np.float32), ctx.seed * 1000 + 12,
+                            epochs=QUICK_EPOCHS if ctx.quick else 40)
         return MetricResult(r["auc"], r["auc_unc"], r)

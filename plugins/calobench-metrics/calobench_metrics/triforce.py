@@ -24,6 +24,7 @@ from .common import bootstrap, condition_bins, feature_table, primary_condition
 from .nets import Standardise, low_level, mlp, seeded_init, train
 
 MAX_TRAIN = 30_000
+QUICK_TRAIN = 3_000
 VERSION = 1
 
 
@@ -49,28 +50,30 @@ class Regressor:
         return {c: y[:, j] * (hi - lo if hi > lo else 1.0) + lo for j, (c, (lo, hi)) in enumerate(zip(self.names, self.ranges))}
 
 
-def trained_regressor(dataset, seed: int) -> Regressor:
+def trained_regressor(dataset, seed: int, quick: bool = False) -> Regressor:
+    """The regressor trained on (up to MAX_TRAIN of) the dataset's train split, cached on disk;
+    ``quick`` (smoke runs): QUICK_TRAIN showers and 10 epochs, cached apart."""
     names = list(dataset.conditions)
     if not names:
         raise CalobenchError(f"dataset '{dataset.name}' has no conditions to reconstruct")
     ranges = [tuple(dataset.conditions[c]) for c in names]
-    path = Path(cache_dir()) / "metrics" / f"triforce-v{VERSION}-{dataset.key or dataset.name}-seed{seed}.safetensors"
+    path = Path(cache_dir()) / "metrics" / f"triforce-v{VERSION}-{dataset.key or dataset.name}-seed{seed}{'-quick' if quick else ''}.safetensors"
 
     def train_once() -> dict:
         train_data = dataset.load("train")
-        n = min(len(train_data), MAX_TRAIN)
+        n = min(len(train_data), QUICK_TRAIN if quick else MAX_TRAIN)
         tr = train_data.head(n)
         x = inputs(tr)
         reg = Regressor(x.shape[1], names, ranges, seed)
         y = reg.targets(tr)
         if "validation" in dataset.splits:
-            va = dataset.load("validation").head(5000)
+            va = dataset.load("validation").head(1000 if quick else 5000)
             xv, yv = inputs(va), reg.targets(va)
         else:
             k = int(0.85 * n)
             x, xv, y, yv = x[:k], x[k:], y[:k], y[k:]
         reg.scale = Standardise(x)
-        train(reg.net, reg.scale(x), y, reg.scale(xv), yv, torch.nn.MSELoss(), seed, epochs=60, patience=6)
+        train(reg.net, reg.scale(x), y, reg.scale(xv), yv, torch.nn.MSELoss(), seed, epochs=10 if quick else 60, patience=6)
         return {**reg.net.state_dict(), "scale.mean": torch.as_tensor(reg.scale.mean),
                 "scale.std": torch.as_tensor(reg.scale.std)}
 
@@ -98,7 +101,7 @@ class Triforce(Metric):
         return None
 
     def compute(self, real, generated, ctx):
-        reg = trained_regressor(ctx.dataset, ctx.seed)
+        reg = trained_regressor(ctx.dataset, ctx.seed, ctx.quick)
         pr, pg = reg.predict(real), reg.predict(generated)
         main = primary_condition(real)
         bins = condition_bins(real, generated)

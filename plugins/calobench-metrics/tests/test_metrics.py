@@ -186,3 +186,22 @@ def test_ssim_not_applicable_to_flat_showers():
 
     flat = DatasetInfo("flat", Geometry(shape=(368,), layer_axis=None), {"energy": (1, 2)})
     assert SSIM().applies_to(flat)
+
+
+@pytest.mark.parametrize("name", ["triforce", "classifier_auc", "classifier_auc_high"])
+def test_quick_settings_for_smoke_runs(name, samples, tmp_path):
+    """ctx.quick (unranked smoke runs) takes the cheap path: still a finite, seeded value; the
+    triforce regressor trained that way is cached apart from the full one."""
+    m = next(c for c in METRICS if c.name == name)()
+    quick = MetricContext(dataset=info(), seed=0, quick=True)
+    a = m.compute(samples["real"], samples["distorted"], quick)
+    b = m.compute(samples["real"], samples["distorted"], MetricContext(dataset=info(), seed=0, quick=True))
+    assert np.isfinite(a.value) and a.value == b.value
+    if name != "triforce":
+        assert a.details["max_epochs"] < 40  # the full test trains up to 40 epochs
+        return
+    full = m.compute(samples["real"], samples["distorted"], MetricContext(dataset=info(), seed=0))
+    assert full.value != a.value  # a different (cheaper) regressor
+    if name == "triforce":
+        cached = sorted(p.name for p in (tmp_path / "metrics").iterdir())
+        assert cached == ["triforce-v1-toy9-test-seed0-quick.safetensors", "triforce-v1-toy9-test-seed0.safetensors"]
