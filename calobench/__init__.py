@@ -3,6 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .checks import Check, CheckContext, CheckResult  # noqa: E402
 from .data import Geometry, ShowerData, cache_dir, read_hdf5, write_hdf5  # noqa: E402
 from .errors import CalobenchError  # noqa: E402
 from .metric import Metric, MetricContext, MetricResult  # noqa: E402
@@ -15,7 +16,7 @@ from .plugins import hookimpl  # noqa: E402
 from .simulator import Simulator  # noqa: E402
 
 __all__ = [
-    "BestWeights", "CalobenchError", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
+    "BestWeights", "CalobenchError", "Check", "CheckContext", "CheckResult", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
     "Options", "Plot", "PlotContext", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
     "get_metrics", "get_model", "list_datasets", "load_dataset", "load_run", "read_hdf5", "registry", "resolve_device", "write_hdf5", "__version__",
 ]

@@ -92,13 +92,13 @@ def cli(ctx, datasets_files):
 
 
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(["models", "datasets", "metrics", "plots"]))
+@click.argument("kind", required=False, type=click.Choice(["models", "datasets", "metrics", "plots", "checks"]))
 @click.pass_context
 def list_cmd(ctx, kind):
-    """List the installed models, datasets, metrics and plots."""
+    """List the installed models, datasets, metrics, plots and physics checks."""
     p = _plugins()
     reg = p.registry
-    kinds = [kind] if kind else ["models", "datasets", "metrics", "plots"]
+    kinds = [kind] if kind else ["models", "datasets", "metrics", "plots", "checks"]
     for k in kinds:
         click.echo(f"{k}:")
         if k == "datasets":
@@ -113,6 +113,10 @@ def list_cmd(ctx, kind):
                 ds = ", ".join(m.datasets) or "any"
                 click.echo(f"  {name:<18} {m.task:<9} datasets: {ds:<24} presets: {', '.join(m.presets)}  "
                            f"[{reg.owner[('model', name)]}]")
+        elif k == "checks":
+            for name, ch in reg.checks.items():
+                where = ", ".join(ch.datasets) or "any"
+                click.echo(f"  {name:<20} datasets: {where:<18} {ch.description}  [{reg.owner[('check', name)]}]")
         elif k == "plots":
             for name, pl in reg.plots.items():
                 where = ", ".join(pl.datasets) or "any"
@@ -269,6 +273,14 @@ def _print_results(record):
     for split, x in record.get("extra_splits", {}).items():
         vals = ", ".join(f"{m}={e['value']:.4g}" for m, e in x["metrics"].items() if e["status"] == "ok")
         click.echo(f"  split {split}: {vals}")
+    physics = record.get("physics") or []
+    if physics:
+        from .checks import summary
+
+        click.echo(f"  physics checks: {summary(physics)} pass")
+        for e in physics:
+            v = "n/a" if e["value"] is None else f"{e['value']:+.4g}"
+            click.echo(f"    {'pass' if e['pass'] else 'FAIL'}  {e['name']:<28} {v:>10}  {e['target']}")
     if sps:
         click.echo("  showers/s: " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in sps.items())
                    + f" ({record['generation']['device']})")

@@ -41,5 +41,10 @@ def register_commands(cli):
 
 
 @hookspec
+def register_checks(register):
+    """Register physics acceptance checks: ``register(CheckSubclass)`` (see :class:`calobench.Check`)."""
+
+
+@hookspec
 def register_plots(register):
     """Register plot classes: ``register(PlotSubclass)`` (see :class:`calobench.Plot`)."""

@@ -76,6 +76,11 @@ def _ok(record: dict, metric: str) -> bool:
     return e.get("status", "ok") == "ok" and e.get("value") is not None
 
 
+def _physics(record: dict) -> str:
+    p = record.get("physics") or []
+    return f"{sum(1 for e in p if e.get('pass'))}/{len(p)}" if p else "-"
+
+
 def rows(records: list) -> list:
     """One row per (model, config hash): its records (seeds) and per-metric mean and spread."""
     groups: dict = {}
@@ -143,6 +148,9 @@ def table(records: list) -> pd.DataFrame:
             header[f"{m} {_arrow(proto[m])}"] = _fmt(v, u) + ("" if consistent else " (records disagree)")
         else:
             header[f"{m} {_arrow(proto[m])}"] = "n/a"
+    with_physics = any(r.get("physics") for r in records)
+    if with_physics:
+        header["physics"] = ""
     header.update({"showers/s": "", "date": ""})
     table_rows = [header]
     order = sorted(range(len(grouped)), key=lambda i: (mean_rank[i], grouped[i]["model"], grouped[i]["config_hash"]))
@@ -158,6 +166,8 @@ def table(records: list) -> pd.DataFrame:
                 row[f"{m} {_arrow(proto[m])}"] = _fmt(v, u)
             else:
                 row[f"{m} {_arrow(proto[m])}"] = "n/a"
+        if with_physics:
+            row["physics"] = ", ".join(_physics(r) for r in g["records"])
         sps = [max(r.get("generation", {}).get("showers_per_s", {}).values() or [0]) for r in g["records"]]
         best = max(sps) if sps else 0
         row["showers/s"] = f"{best:,.0f} ({last['generation']['device']})" if best else "-"
@@ -201,7 +211,10 @@ def render(folder, datasets=None) -> list:
                 "the mean ± the spread over seeds, else ± the metric's own uncertainty. The floor row is every "
                 "metric on two independent real samples"
                 + (f" of {', '.join(map(str, ns))} showers" if ns else "")
-                + ", computed with one fixed seed: what a perfect generator scores.\n\n"
+                + ", computed with one fixed seed: what a perfect generator scores."
+                + (" physics: the dataset's physics acceptance checks passed / stated, per seed (the record's "
+                   "`physics` section lists each with its value and target)." if any(r.get("physics") for r in recs)
+                   else "") + "\n\n"
                 + df.to_markdown(index=False) + "\n")
         path = folder / f"{stem}.md"
         write_text(path, text)

@@ -43,6 +43,7 @@ class Registry:
     models: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     plots: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
     owner: dict = field(default_factory=dict)  # (kind, name) -> plugin name
     failed: dict = field(default_factory=dict)  # plugin name -> why it was not loaded (whole)
     warnings: list = field(default_factory=list)  # contributions skipped, each naming its plugin
@@ -71,6 +72,7 @@ HOOK_KINDS = {  # registering hook -> kind of object
     "register_models": "model",
     "register_metrics": "metric",
     "register_plots": "plot",
+    "register_checks": "check",
 }
 
 
@@ -80,16 +82,17 @@ class _PluginError(Exception):
 
 def _check_item(kind: str, args: tuple):
     """(name, value) of one registration, or _PluginError naming what is wrong."""
+    from .checks import Check
     from .metric import Metric
     from .model import Model
     from .plots import Plot
     from .simulator import Simulator
 
-    if kind in ("simulator", "model", "metric", "plot"):
+    if kind in ("simulator", "model", "metric", "plot", "check"):
         if len(args) != 1:
             raise _PluginError(f"register() of a {kind} takes one argument, got {len(args)}")
         obj = args[0]
-        base = {"simulator": Simulator, "model": Model, "metric": Metric, "plot": Plot}[kind]
+        base = {"simulator": Simulator, "model": Model, "metric": Metric, "plot": Plot, "check": Check}[kind]
         ok = isinstance(obj, base) if kind == "simulator" else isinstance(obj, type) and issubclass(obj, base)
         if not ok:
             want = f"an instance of calobench.{base.__name__}" if kind == "simulator" else \

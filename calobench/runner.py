@@ -169,6 +169,20 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
     return results
 
 
+def physics_checks(plugins, info, real, generated, extra, log=print, error_log=None) -> list:
+    """The physics acceptance checks registered for this dataset, as the record's ``physics`` entries."""
+    from .checks import CheckContext, run_checks, summary
+
+    checks = [cls() for cls in plugins.registry.checks.values()]
+    ctx = CheckContext(dataset=info, real=real, generated=generated, extra=dict(extra or {}))
+    physics = run_checks(checks, ctx, step=lambda what: plugin_step(what, error_log),
+                         warn=lambda msg: warnings.warn(msg, stacklevel=2))
+    if physics:
+        failing = [e["name"] for e in physics if not e["pass"]]
+        log(f"physics checks: {summary(physics)} pass" + (f" (failing: {', '.join(failing)})" if failing else ""))
+    return physics
+
+
 # -- generation and timing ---------------------------------------------------
 def generate(model, task_input: ShowerData, batch_size: int | None = None, path: Path | None = None,
              attrs: dict | None = None, progress: bool = False) -> ShowerData:
@@ -458,6 +472,7 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
                                                                    error_log=error_log)}
             extra_data[split] = (split_real, split_gen)
 
+    physics = physics_checks(plugins, ctx.dataset, real, generated, extra_data, log, error_log)
     throughput, skipped = {}, {}
     if opts.timing:
         throughput, skipped = time_generation(model, test)
@@ -494,6 +509,7 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
         "n_test": len(generated),
         "metrics": results,
         "extra_splits": extra,
+        "physics": physics,
         "run_dir": str(run_dir),
     }
     if opts.plots:
@@ -578,6 +594,7 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
     ctx = MetricContext(dataset=dataset_info(ds), seed=seed)
     log(f"metrics: {', '.join(m.name for m in ms) or 'none'} on {len(gen)} showers vs {len(real)} real (+ floor)")
     results = score(ms, real, gen, ctx, reference, log=log, dataset_key=ds.key)
+    physics = physics_checks(plugins, ctx.dataset, real, gen, {}, log)
     label = name or f"{Path(samples).stem} (external)"
     digest = hashlib.sha256(Path(samples).read_bytes()).hexdigest()
     record = {
@@ -590,6 +607,7 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
         "code": code_state(), "environment": environment(torch.device("cpu")),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "generation": {"device": "-", "showers_per_s": {}}, "n_test": len(gen), "metrics": results,
+        "physics": physics,
     }
     if out is not None:
         write_json(Path(out), record)

@@ -81,6 +81,14 @@ def test_run_writes_everything(invoke):
     assert str(run_dir / "plots" / "tiny_energy.txt") in rec["plots"]
     assert "plot 'broken_plot'" in r.output and "RuntimeError: plot boom" in (run_dir / "error.log").read_text()
     assert "plot 'needs_missing' skipped: metric(s) no_such_metric did not run" in r.output
+    # physics checks: entries with value, target and pass; a failing check is one failed entry
+    physics = {e["name"]: e for e in rec["physics"]}
+    assert set(physics) == {"mean_energy_1-5.5", "mean_energy_5.5-10", "mean_energy_hot", "broken_check"}
+    assert physics["mean_energy_hot"]["pass"] is False and physics["mean_energy_hot"]["target"] == "|gen/real - 1| <= 1e-09"
+    e = physics["mean_energy_1-5.5"]
+    assert e["value"] == pytest.approx(e["generated"] / e["real"] - 1) and e["pass"] == (abs(e["value"]) <= 0.5)
+    assert physics["broken_check"]["pass"] is False and "ValueError: check boom" in physics["broken_check"]["note"]
+    assert "physics checks:" in r.output and "FAIL  mean_energy_hot" in r.output
     # metrics scoring one pair share a scratch space; the floor gets its own
     assert rec["metrics"]["e_w1_twin"]["details"] == {"reused": True, "n": len(gen_e)}
     assert set(rec["generation"]["showers_per_s"]) == {"1", "10"}
@@ -105,6 +113,10 @@ def test_ranked_run_reaches_the_named_board_only(invoke):
     assert r.exit_code == 0, r.output
     md = Path("board/tiny.md").read_text()
     assert "floor (real vs real)" in md and "tiny_gen" in md and "e_w1 ↓" in md and "±" in md
+    rec = json.loads(next(Path("board/records").glob("*.json")).read_text())
+    k = sum(e["pass"] for e in rec["physics"])
+    row = next(line for line in md.splitlines() if "tiny_gen" in line)
+    assert "| physics " in md and f" {k}/4 " in row  # the board shows physics k/n per row
     assert len(list(Path("board/records").glob("*.json"))) == 1
     assert "leaderboard: board/tiny.md" in r.stdout
     r = invoke(*RUN, "--no-timing", "--no-plots", "--leaderboard", "board")  # smoke: the board is untouched

@@ -148,6 +148,35 @@ class BrokenPlot(calobench.Plot):
         raise RuntimeError("plot boom")
 
 
+class MeanEnergyCheck(calobench.Check):
+    """The tiny dataset's 'paper claim': mean total energy within 50 % of real; one entry per half of
+    the energy range, and one on the 'hot' split when it is there."""
+
+    name = "tiny_claims"
+    datasets = ("tiny",)
+
+    def evaluate(self, ctx):
+        from calobench.checks import relative
+
+        out = []
+        fr, fg = features(ctx.real), features(ctx.generated)
+        for lo, hi in ((1, 5.5), (5.5, 10)):
+            sr = (ctx.real.conditions["energy"] >= lo) & (ctx.real.conditions["energy"] < hi)
+            sg = (ctx.generated.conditions["energy"] >= lo) & (ctx.generated.conditions["energy"] < hi)
+            out.append(relative(f"mean_energy_{lo:g}-{hi:g}", fr["E_total"][sr].mean(), fg["E_total"][sg].mean(), 0.5))
+        if "hot" in ctx.extra:
+            r, g = ctx.extra["hot"]
+            out.append(relative("mean_energy_hot", features(r)["E_total"].mean(), features(g)["E_total"].mean(), 1e-9))
+        return out
+
+
+class BrokenCheck(calobench.Check):
+    name = "broken_check"
+
+    def evaluate(self, ctx):
+        raise ValueError("check boom")
+
+
 class NeedsMany(TotalEnergyW1):
     name = "needs_many"
     min_showers = 10**9
@@ -185,6 +214,12 @@ def register_metrics(register):
     register(Twin)
     register(NeedsMany)
     register(Broken)
+
+
+@calobench.hookimpl
+def register_checks(register):
+    register(MeanEnergyCheck)
+    register(BrokenCheck)
 
 
 @calobench.hookimpl

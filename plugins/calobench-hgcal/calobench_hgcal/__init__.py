@@ -29,3 +29,10 @@ def register_plots(register):
 
     for plot in PLOTS:
         register(plot)
+
+
+@calobench.hookimpl
+def register_checks(register):
+    from .checks import HGCALPaperChecks
+
+    register(HGCALPaperChecks)

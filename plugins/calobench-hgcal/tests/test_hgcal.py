@@ -138,3 +138,28 @@ def test_smoke_run_end_to_end(tmp_path):
         assert (run / "plots" / png).exists()
     assert not (tmp_path / "leaderboard").exists()  # a smoke run never reaches a board
     assert "record:" in r.stdout and "leaderboard:" not in r.stdout
+
+
+def test_paper_checks_pass_real_vs_real_and_catch_a_miscalibration():
+    from calobench.checks import CheckContext
+    from calobench_hgcal.checks import HGCALPaperChecks
+
+    info = calobench.DatasetInfo("hgcal", SIM.geometry(), SIM.condition_ranges())
+    real, real2 = SIM.simulate(2500, np.random.default_rng(1)), SIM.simulate(2500, np.random.default_rng(2))
+    h70, h70b = (SIM.simulate(400, np.random.default_rng(s), energies=[70.0], energy_smear=0.0) for s in (3, 4))
+    check = HGCALPaperChecks()
+    assert check.applies_to(info) is None
+    assert check.applies_to(calobench.DatasetInfo("lcd", SIM.geometry(), {}))
+    good = {e["name"]: e for e in (r.to_dict() for r in check.evaluate(CheckContext(info, real, real2,
+                                                                                     {"interp70": (h70, h70b)})))}
+    assert set(good) == {f"{q}_{E}GeV" for q in ("response", "resolution", "hits") for E in (20, 32, 50, 70, 80, 90)} \
+        | {"w1_E_total"}
+    assert all(e["pass"] for e in good.values()), [e for e in good.values() if not e["pass"]]
+    e = good["response_50GeV"]
+    sel = np.abs(real.conditions["energy"] - 50) < 2.5
+    assert e["real"] == pytest.approx(features(real)["E_total"][sel].mean())
+    hot = calobench.ShowerData(real2.array() * 1.06, real2.conditions, real2.geometry)  # +6 %: response fails
+    bad = {e.name: e for e in check.evaluate(CheckContext(info, real, hot))}
+    assert not any(k.endswith("70GeV") for k in bad)  # no hold-out split given: no hold-out entries
+    assert all(not bad[f"response_{E}GeV"].passed for E in (20, 32, 50, 80, 90))
+    assert all(abs(bad[f"response_{E}GeV"].value - 0.06) < 0.02 for E in (20, 32, 50, 80, 90))

@@ -47,3 +47,10 @@ def register_plots(register):
     from .plots import LCDPlots
 
     register(LCDPlots)
+
+
+@calobench.hookimpl
+def register_checks(register):
+    from .checks import LCDPaperChecks
+
+    register(LCDPaperChecks)

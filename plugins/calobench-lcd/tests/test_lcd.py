@@ -182,3 +182,20 @@ def test_smoke_run_end_to_end(tmp_path):
                 "lcd_measured_angle.png", "lcd_correlations.png", "lcd_projections.png"):
         assert (run / "plots" / png).exists()
     assert not (tmp_path / "leaderboard").exists()
+
+
+def test_paper_checks_pass_real_vs_real_and_catch_a_miscalibration():
+    from calobench.checks import CheckContext
+    from calobench_lcd.checks import LCDPaperChecks
+
+    info = calobench.DatasetInfo("lcd", SIM.geometry(), SIM.condition_ranges())
+    real, real2 = SIM.simulate(1500, np.random.default_rng(1)), SIM.simulate(1500, np.random.default_rng(2))
+    good = [r.to_dict() for r in LCDPaperChecks().evaluate(CheckContext(info, real, real2))]
+    names = {e["name"] for e in good}
+    assert {"sampling_fraction_2-52GeV", "hits_450-500GeV", "sampling_fraction_theta90", "angle_mae"} <= names
+    assert len(names) == 10 * 2 + 3 + 1
+    assert all(e["pass"] for e in good), [e for e in good if not e["pass"]]
+    low = calobench.ShowerData(real2.array() * 0.9, real2.conditions, real2.geometry)  # -10 % energy
+    bad = {r.name: r for r in LCDPaperChecks().evaluate(CheckContext(info, real, low))}
+    assert not any(r.passed for k, r in bad.items() if k.startswith("sampling_fraction"))
+    assert bad["angle_mae"].passed  # a pure energy scale does not move the angle
