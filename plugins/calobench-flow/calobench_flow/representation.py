@@ -1,0 +1,104 @@
+"""The shower representation the flow is trained on, and its exact inverse.
+
+Layer energies first, cells second (as CaloFlow and CaloDREAM split them, in one vector here):
+  * per layer l (a 2-D pattern is one layer): e_l = log(E_l + s) - log(E_inc), with E_inc the
+    incident energy when the dataset has an ``energy`` condition;
+  * per active cell: v = log(x / t) >= 0 above the readout threshold t, and for a cell below it
+    (a zero) a value drawn uniformly in [-width, 0): the zeros become a learnable continuous
+    region that decodes back to exactly zero;
+  * every feature standardised with the training set's mean and spread.
+Decoding maps the cells back (x = t exp(v), zero where v < 0) and rescales each layer to the
+generated layer energy, so the total energy, and hence the response, is what the flow put in
+the low-dimensional layer part, not the sum of hundreds of noisy cells.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+ZERO_WIDTH = 2.0  # zeros are drawn in [-ZERO_WIDTH, 0) in log(x / threshold) units
+
+
+class Representation(nn.Module):
+    """Buffers only (saved with the model): active-cell mask, layer index per cell, threshold,
+    feature mean/std."""
+
+    def __init__(self, geometry, conditions: dict):
+        super().__init__()
+        shape = tuple(geometry.shape)
+        mask = np.ones(shape, bool) if geometry.mask is None else np.asarray(geometry.mask, bool)
+        if geometry.layer_axis is not None and len(shape) > 1:
+            layer = np.broadcast_to(np.expand_dims(np.arange(shape[geometry.layer_axis]),
+                                                   tuple(i for i in range(len(shape)) if i != geometry.layer_axis)),
+                                    shape)
+        else:
+            layer = np.zeros(shape, int)
+        flat_mask = mask.reshape(-1)
+        self.shape = shape
+        self.n_layers = int(layer.max()) + 1
+        self.register_buffer("active", torch.as_tensor(np.flatnonzero(flat_mask)))
+        self.register_buffer("layer_of", torch.as_tensor(layer.reshape(-1)[flat_mask].astype(np.int64)))
+        self.register_buffer("threshold", torch.tensor(float(geometry.threshold)))
+        # the unit of the log cells: the threshold, or (no threshold) half the smallest deposit seen in fit()
+        self.register_buffer("scale", torch.tensor(float(geometry.threshold) if geometry.threshold > 0 else 1.0))
+        self.n_cells = int(flat_mask.sum())
+        self.n_features = self.n_layers + self.n_cells
+        self.register_buffer("mean", torch.zeros(self.n_features))
+        self.register_buffer("std", torch.ones(self.n_features))
+        self.with_energy = "energy" in conditions
+
+    # -- helpers ----------------------------------------------------------------
+    def _cells(self, showers: torch.Tensor) -> torch.Tensor:
+        return showers.reshape(len(showers), -1)[:, self.active].double()
+
+    def _layer_sums(self, cells: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(cells), self.n_layers, dtype=cells.dtype, device=cells.device)
+        return out.index_add_(1, self.layer_of, cells)
+
+    def _scale(self) -> float:
+        return float(self.scale)
+
+    def _incident(self, energy) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(energy, np.float64)) if self.with_energy else None
+
+    def fit(self, showers: np.ndarray, energy=None, generator=None) -> None:
+        """Mean and spread of every feature on (a sample of) the training showers."""
+        if float(self.threshold) <= 0:
+            pos = showers[showers > 0]
+            self.scale.fill_(0.5 * float(pos.min()) if len(pos) else 1.0)
+        z = self.encode(torch.as_tensor(showers), energy, generator, standardise=False)
+        self.mean.copy_(z.mean(0).float())
+        self.std.copy_(z.std(0).clamp_min(1e-3).float())
+
+    def encode(self, showers: torch.Tensor, energy=None, generator=None, standardise: bool = True) -> torch.Tensor:
+        cells = self._cells(showers).clamp_min(0)
+        t = self._scale()
+        layer_e = self._layer_sums(cells)
+        e = torch.log(layer_e + t * 1e-3)
+        if self.with_energy:
+            e = e - torch.log(self._incident(energy))[:, None]
+        above = cells > 0  # the data are thresholded already: every deposit is a hit
+        u = torch.rand(cells.shape, generator=generator, dtype=cells.dtype)
+        v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -ZERO_WIDTH * u)
+        z = torch.cat([e, v], 1).float()
+        return (z - self.mean) / self.std if standardise else z
+
+    def decode(self, z: torch.Tensor, energy=None) -> np.ndarray:
+        z = (z.double().cpu() * self.std.double().cpu() + self.mean.double().cpu())
+        e, v = z[:, : self.n_layers], z[:, self.n_layers :]
+        t = self._scale()
+        layer_e = torch.exp(e)
+        if self.with_energy:
+            layer_e = layer_e * self._incident(energy)[:, None]
+        layer_e = (layer_e - t * 1e-3).clamp_min(0)
+        raw = torch.where(v >= 0, t * torch.exp(v.clamp(max=40.0)), torch.zeros_like(v))
+        sums = self._layer_sums(raw)
+        scale = torch.where(sums > 0, layer_e / sums.clamp_min(1e-30), torch.zeros_like(sums))
+        cells = raw * scale[:, self.layer_of.cpu()]
+        thr = float(self.threshold)
+        if thr > 0:  # the readout threshold; a deposit within rounding of it (float32 features) is a hit at it
+            cells = torch.where(cells >= thr * (1 - 1e-4), cells.clamp_min(thr), torch.zeros_like(cells))
+        out = torch.zeros(len(z), int(np.prod(self.shape)), dtype=torch.float32)
+        out[:, self.active.cpu()] = cells.float()
+        return out.reshape(len(z), *self.shape).numpy()

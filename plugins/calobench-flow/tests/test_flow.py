@@ -1,0 +1,116 @@
+"""flow_matching: representation round trip, smoke training on three geometries, a run killed
+mid-phase resumes to the uninterrupted record (EMA weights, scheduler and noise included),
+determinism, the record's evaluations per shower."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import calobench
+from calobench_flow.model import FlowMatching
+from calobench_flow.representation import Representation
+
+EXE = shutil.which("calobench", path=os.path.dirname(sys.executable))
+SMALL = """
+hgcal:
+  simulator: hgcal
+  splits: {train: {n: 800, seed: 1}, test: {n: 300, seed: 3}, reference: {n: 300, seed: 4},
+           interp70: {n: 200, seed: 5, params: {energies: [70.0], energy_smear: 0.0}}}
+airshower_pattern:
+  simulator: airshower
+  params: {variant: data, view: pattern}
+  splits: {train: {n: 800, seed: 1}, test: {n: 300, seed: 3}, reference: {n: 300, seed: 4}}
+"""
+
+
+def sim(name):
+    return calobench.registry().simulators[name]
+
+
+@pytest.mark.parametrize("name,params", [("hgcal", {}), ("airshower", {"view": "pattern"}), ("lcd", {})])
+def test_representation_round_trip_is_exact(name, params):
+    s = sim(name)
+    data = s.simulate(64, np.random.default_rng(0), **params)
+    g = s.geometry(**params)
+    rep = Representation(g, s.condition_ranges(**params))
+    energy = data.conditions.get("energy")
+    rep.fit(data.array(), energy, torch.Generator().manual_seed(0))
+    z = rep.encode(torch.as_tensor(data.array()), energy, torch.Generator().manual_seed(1))
+    assert z.shape == (64, rep.n_layers + rep.n_cells) and torch.isfinite(z).all()
+    assert abs(float(z.mean())) < 0.2 and abs(float(z.std()) - 1) < 0.2  # standardised
+    back = rep.decode(z, energy)
+    assert np.allclose(back, data.array(), rtol=2e-4, atol=1e-6 * max(g.threshold, 1e-3))
+    assert ((back == 0) == (data.array() == 0)).mean() > 0.999  # zeros decode to exact zeros
+
+
+def test_layer_energies_set_the_total_energy():
+    s = sim("hgcal")
+    data = s.simulate(32, np.random.default_rng(0))
+    rep = Representation(s.geometry(), s.condition_ranges())
+    e = data.conditions["energy"]
+    rep.fit(data.array(), e)
+    z = rep.encode(torch.as_tensor(data.array()), e)
+    hits = torch.as_tensor(data.array()).reshape(32, -1)[:, rep.active] > 0
+    z[:, rep.n_layers:] += hits * 0.3 / rep.std[rep.n_layers:]  # every hit 35 % hotter in the cell part...
+    back = rep.decode(z, e)
+    ratio = back.sum((1, 2, 3)) / data.array().sum((1, 2, 3))
+    assert np.allclose(ratio, 1, rtol=1e-4)  # ...but the layer part fixes the energy
+
+
+def run(tmp_path, *args, env_extra=None):
+    (tmp_path / "small.yaml").write_text(SMALL)
+    env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache"), "CALOBENCH_DATASETS": str(tmp_path / "small.yaml"),
+           **(env_extra or {})}
+    return subprocess.run([EXE, "run", "--model", "flow_matching", "--preset", "smoke", "--quiet", "--no-plots",
+                           "--no-timing", *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def values(rec):
+    return {m: (e.get("value"), e.get("floor")) for m, e in rec["metrics"].items()}, rec["physics"]
+
+
+def record(tmp_path, out, dataset="hgcal"):
+    path, = (tmp_path / out).glob(f"{dataset}__flow_matching__smoke-*__seed0/record.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+def test_smoke_killed_mid_phase_resumes_to_the_uninterrupted_record(tmp_path):
+    args = ("--dataset", "hgcal", "--metrics", "wasserstein,separation_power")
+    r = run(tmp_path, *args, "--out", "full")
+    assert r.returncode == 0, r.stderr
+    full = record(tmp_path, "full")
+    assert full["train"]["phases"] == {"warmup": 5, "main": 25}
+    assert full["generation"]["inference_nets"] == ["ema"] and full["generation"]["network_evaluations_per_shower"] == 8
+    assert full["metrics"]["wasserstein"]["status"] == "ok" and "interp70" in full["extra_splits"]
+    assert {e["name"] for e in full["physics"]} >= {"response_20GeV", "response_70GeV", "w1_E_total"}
+    again = run(tmp_path, *args, "--out", "again")  # deterministic from the seed
+    assert again.returncode == 0 and values(record(tmp_path, "again")) == values(full)
+    cut = run(tmp_path, *args, "--out", "cut", "--set", "stop_after_steps=17")  # stops in phase "main"
+    assert cut.returncode != 0 and "--resume" in cut.stderr + cut.stdout
+    resumed = run(tmp_path, *args, "--out", "cut", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    rec = record(tmp_path, "cut")
+    assert 5 < rec["train"]["resumed_from"] < 30  # in phase "main"
+    assert rec["train"]["history"] == full["train"]["history"]
+    assert values(rec) == values(full)  # EMA weights, scheduler, RNGs and zero-noise all restored
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+def test_smoke_on_a_pattern_dataset_without_layers_or_threshold(tmp_path):
+    r = run(tmp_path, "--dataset", "airshower_pattern", "--metrics", "wasserstein")
+    assert r.returncode == 0, r.stderr
+    rec = record(tmp_path, "runs", "airshower_pattern")
+    assert rec["metrics"]["wasserstein"]["status"] == "ok"
+
+
+def test_parameters_count_the_ema_network_only():
+    s = sim("hgcal")
+    info = calobench.DatasetInfo("hgcal", s.geometry(), s.condition_ranges())
+    m = FlowMatching(info, FlowMatching.config_for("smoke"), torch.device("cpu"))
+    assert m.n_parameters() == sum(p.numel() for p in m.nets["velocity"].parameters())
