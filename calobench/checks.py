@@ -37,19 +37,26 @@ class CheckContext:
     real: object  # ShowerData (test split)
     generated: object  # ShowerData
     extra: dict = field(default_factory=dict)  # split -> (real, generated), e.g. an interpolation hold-out
+    metrics: dict = field(default_factory=dict)  # this run's MetricResults by name (artifacts included)
 
 
 class Check:
     """Subclass, set ``name``, ``datasets`` (names) and ``description``; implement ``evaluate``,
-    which returns a list of :class:`CheckResult` (one check may state a claim per energy)."""
+    which returns a list of :class:`CheckResult` (one check may state a claim per energy).
+    ``needs``: metric names whose results ``evaluate`` reads from ``ctx.metrics`` (e.g. a trained
+    regressor's predictions); when one did not run, the check is one failed entry saying so."""
 
     name: str = ""
     description: str = ""
     datasets: tuple = ()
+    tasks: tuple = ("generate", "refine")
+    needs: tuple = ()
 
-    def applies_to(self, dataset) -> str | None:
+    def applies_to(self, dataset, task: str = "generate") -> str | None:
         if self.datasets and dataset.name not in self.datasets:
             return f"only for {', '.join(self.datasets)}"
+        if task not in self.tasks:
+            return f"only for {', '.join(self.tasks)} tasks"
         return None
 
     def evaluate(self, ctx: CheckContext) -> list:
@@ -74,14 +81,19 @@ def absolute(name: str, real: float, generated: float, tolerance: float, unit: s
                        bool(abs(value) <= tolerance), {"real": float(real), "generated": float(generated), **details})
 
 
-def run_checks(checks, ctx: CheckContext, step=None, warn=None) -> list:
+def run_checks(checks, ctx: CheckContext, step=None, warn=None, task: str = "generate") -> list:
     """Every applicable check's entries as dicts; a check that raises gives one failed entry
     with the reason (``step(what)`` turns its exception into a CalobenchError)."""
     from .errors import CalobenchError
 
     out = []
     for check in checks:
-        if check.applies_to(ctx.dataset) is not None:
+        if check.applies_to(ctx.dataset, task) is not None:
+            continue
+        missing = [m for m in check.needs if m not in ctx.metrics]
+        if missing:
+            out.append({"name": check.name, "value": None, "target": "", "pass": False,
+                        "note": f"needs metric(s) {', '.join(missing)}, which did not run"})
             continue
         try:
             if step is None:

@@ -169,14 +169,16 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
     return results
 
 
-def physics_checks(plugins, info, real, generated, extra, log=print, error_log=None) -> list:
+def physics_checks(plugins, info, real, generated, extra, log=print, error_log=None, metric_results=None,
+                   task: str = "generate") -> list:
     """The physics acceptance checks registered for this dataset, as the record's ``physics`` entries."""
     from .checks import CheckContext, run_checks, summary
 
     checks = [cls() for cls in plugins.registry.checks.values()]
-    ctx = CheckContext(dataset=info, real=real, generated=generated, extra=dict(extra or {}))
+    ctx = CheckContext(dataset=info, real=real, generated=generated, extra=dict(extra or {}),
+                       metrics=dict(metric_results or {}))
     physics = run_checks(checks, ctx, step=lambda what: plugin_step(what, error_log),
-                         warn=lambda msg: warnings.warn(msg, stacklevel=2))
+                         warn=lambda msg: warnings.warn(msg, stacklevel=2), task=task)
     if physics:
         failing = [e["name"] for e in physics if not e["pass"]]
         log(f"physics checks: {summary(physics)} pass" + (f" (failing: {', '.join(failing)})" if failing else ""))
@@ -472,7 +474,8 @@ def _evaluate_run(opts, plugins, model_cls, model, ds, info, target_ds, board, t
                                                                    error_log=error_log)}
             extra_data[split] = (split_real, split_gen)
 
-    physics = physics_checks(plugins, ctx.dataset, real, generated, extra_data, log, error_log)
+    physics = physics_checks(plugins, ctx.dataset, real, generated, extra_data, log, error_log, metric_results,
+                             model_cls.task)
     throughput, skipped = {}, {}
     if opts.timing:
         throughput, skipped = time_generation(model, test)
@@ -593,8 +596,9 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
     reference = ds.load("reference") if "reference" in ds.splits else None
     ctx = MetricContext(dataset=dataset_info(ds), seed=seed)
     log(f"metrics: {', '.join(m.name for m in ms) or 'none'} on {len(gen)} showers vs {len(real)} real (+ floor)")
-    results = score(ms, real, gen, ctx, reference, log=log, dataset_key=ds.key)
-    physics = physics_checks(plugins, ctx.dataset, real, gen, {}, log)
+    metric_results = {}
+    results = score(ms, real, gen, ctx, reference, log=log, dataset_key=ds.key, results_out=metric_results)
+    physics = physics_checks(plugins, ctx.dataset, real, gen, {}, log, metric_results=metric_results)
     label = name or f"{Path(samples).stem} (external)"
     digest = hashlib.sha256(Path(samples).read_bytes()).hexdigest()
     record = {

@@ -36,3 +36,11 @@ def register_plots(register):
 
     for plot in PLOTS:
         register(plot)
+
+
+@calobench.hookimpl
+def register_checks(register):
+    from .checks import PatternWGANChecks, RefinerChecks
+
+    register(PatternWGANChecks)
+    register(RefinerChecks)

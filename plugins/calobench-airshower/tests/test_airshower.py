@@ -176,3 +176,36 @@ def test_refine_towards_another_target(tmp_path):
                        "--target is for refine models")]:
         r = run(*args)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_paper_checks_on_hand_made_predictions():
+    from calobench import MetricResult
+    from calobench.checks import CheckContext, run_checks
+    from calobench_airshower.checks import PatternWGANChecks, RefinerChecks
+
+    rng = np.random.default_rng(0)
+    true = 10 ** rng.uniform(0, 2, 4000)
+    err = rng.normal(0, 1, 4000)
+    preds = {"true": true, "sim": true * (1 + 0.4 * err), "data": true * (1 + 0.1 * err)}
+    g = SIM.geometry()
+    info = DatasetInfo("airshower", g, {"energy": (1.0, 100.0)})
+    for frac, ok in ((0.9, True), (0.5, False)):  # the refined errors close 90 % (50 %) of the gap
+        preds["refined"] = true * (1 + (0.4 - frac * 0.3) * err)
+        ctx = CheckContext(info, None, None, metrics={"refinement_utility": MetricResult(0, 0, {}, {"predictions": preds})})
+        out = {e["name"]: e for e in run_checks([RefinerChecks()], ctx, task="refine")}
+        assert set(out) == {"gap_closed_all", "gap_closed_1-10EeV", "gap_closed_10-30EeV", "gap_closed_30-60EeV",
+                            "gap_closed_60-100EeV"}
+        for e in out.values():
+            assert e["value"] == pytest.approx(frac, abs=1e-9) and e["pass"] is ok and e["uncertainty"] < 1e-9
+    assert run_checks([RefinerChecks()], CheckContext(info, None, None), task="generate") == []  # refine only
+    missing = run_checks([RefinerChecks()], CheckContext(info, None, None), task="refine")
+    assert missing[0]["pass"] is False and "refinement_utility" in missing[0]["note"]
+    # pattern WGAN: correlation and bias from label_consistency's details, W1 of the total signal
+    pg = SIM.geometry(view="pattern")
+    real = SIM.simulate(300, np.random.default_rng(1), view="pattern")
+    details = {"correlation_generated": 0.95, "correlation_real": 0.99, "real": {"bias": 0.02}, "generated": {"bias": 0.15}}
+    ctx = CheckContext(DatasetInfo("airshower_pattern", pg, {"energy": (1.0, 100.0)}), real, real,
+                       metrics={"label_consistency": MetricResult(0, 0, details)})
+    out = {e["name"]: e for e in run_checks([PatternWGANChecks()], ctx)}
+    assert out["energy_correlation"]["pass"] and not out["energy_bias"]["pass"]
+    assert out["energy_bias"]["value"] == pytest.approx(0.13) and out["w1_total_signal"]["value"] == 0
