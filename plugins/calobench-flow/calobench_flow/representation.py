@@ -1,8 +1,9 @@
 """The shower representation the flow is trained on, and its exact inverse.
 
-Layer energies first, cells second (as CaloFlow and CaloDREAM split them, in one vector here):
-  * per layer l (a 2-D pattern is one layer): e_l = log(E_l + s) - log(E_inc), with E_inc the
-    incident energy when the dataset has an ``energy`` condition;
+Energies first, cells second (as CaloFlow and CaloDREAM split them, in one vector here):
+  * ``energy="total"`` (default): log(E_tot / E_inc), then per layer log(E_l / E_tot) (a 2-D
+    pattern is one layer); ``energy="layers"``: per layer log(E_l / E_inc). E_inc is the
+    incident energy when the dataset has an ``energy`` condition (else left out);
   * per active cell: v = log(x / t) >= 0 above the readout threshold t, and for a cell below it
     (a zero) a value drawn uniformly in [-width, 0): the zeros become a learnable continuous
     region that decodes back to exactly zero;
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+FRACTION_EPS = 1e-6  # layer fractions below this are empty layers
 ZERO_WIDTH = 2.0  # zeros are drawn in [-ZERO_WIDTH, 0) in log(x / threshold) units
 
 
@@ -24,8 +26,11 @@ class Representation(nn.Module):
     """Buffers only (saved with the model): active-cell mask, layer index per cell, threshold,
     feature mean/std."""
 
-    def __init__(self, geometry, conditions: dict):
+    def __init__(self, geometry, conditions: dict, energy: str = "total"):
         super().__init__()
+        if energy not in ("total", "layers"):
+            raise ValueError(f"energy features: 'total' or 'layers', not {energy!r}")
+        self.energy_mode = energy
         shape = tuple(geometry.shape)
         mask = np.ones(shape, bool) if geometry.mask is None else np.asarray(geometry.mask, bool)
         if geometry.layer_axis is not None and len(shape) > 1:
@@ -43,7 +48,8 @@ class Representation(nn.Module):
         # the unit of the log cells: the threshold, or (no threshold) half the smallest deposit seen in fit()
         self.register_buffer("scale", torch.tensor(float(geometry.threshold) if geometry.threshold > 0 else 1.0))
         self.n_cells = int(flat_mask.sum())
-        self.n_features = self.n_layers + self.n_cells
+        self.n_energy = self.n_layers + (1 if energy == "total" else 0)
+        self.n_features = self.n_energy + self.n_cells
         self.register_buffer("mean", torch.zeros(self.n_features))
         self.register_buffer("std", torch.ones(self.n_features))
         self.with_energy = "energy" in conditions
@@ -75,9 +81,15 @@ class Representation(nn.Module):
         cells = self._cells(showers).clamp_min(0)
         t = self._scale()
         layer_e = self._layer_sums(cells)
-        e = torch.log(layer_e + t * 1e-3)
-        if self.with_energy:
-            e = e - torch.log(self._incident(energy))[:, None]
+        if self.energy_mode == "total":  # log(E_tot / E_inc), then log of each layer's fraction
+            total = layer_e.sum(1, keepdim=True)
+            e = torch.cat([torch.log(total + t * 1e-3), torch.log(layer_e / total.clamp_min(1e-30) + FRACTION_EPS)], 1)
+            if self.with_energy:
+                e[:, :1] -= torch.log(self._incident(energy))[:, None]
+        else:  # log(E_layer / E_inc) per layer
+            e = torch.log(layer_e + t * 1e-3)
+            if self.with_energy:
+                e = e - torch.log(self._incident(energy))[:, None]
         above = cells > 0  # the data are thresholded already: every deposit is a hit
         u = torch.rand(cells.shape, generator=generator, dtype=cells.dtype)
         v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -ZERO_WIDTH * u)
@@ -86,12 +98,21 @@ class Representation(nn.Module):
 
     def decode(self, z: torch.Tensor, energy=None) -> np.ndarray:
         z = (z.double().cpu() * self.std.double().cpu() + self.mean.double().cpu())
-        e, v = z[:, : self.n_layers], z[:, self.n_layers :]
+        e, v = z[:, : self.n_energy], z[:, self.n_energy :]
         t = self._scale()
-        layer_e = torch.exp(e)
-        if self.with_energy:
-            layer_e = layer_e * self._incident(energy)[:, None]
-        layer_e = (layer_e - t * 1e-3).clamp_min(0)
+        if self.energy_mode == "total":
+            total = torch.exp(e[:, :1])
+            if self.with_energy:
+                total = total * self._incident(energy)[:, None]
+            total = (total - t * 1e-3).clamp_min(0)
+            frac = (torch.exp(e[:, 1:]) - FRACTION_EPS).clamp_min(0)
+            frac = frac / frac.sum(1, keepdim=True).clamp_min(1e-30)
+            layer_e = total * frac
+        else:
+            layer_e = torch.exp(e)
+            if self.with_energy:
+                layer_e = layer_e * self._incident(energy)[:, None]
+            layer_e = (layer_e - t * 1e-3).clamp_min(0)
         raw = torch.where(v >= 0, t * torch.exp(v.clamp(max=40.0)), torch.zeros_like(v))
         sums = self._layer_sums(raw)
         scale = torch.where(sums > 0, layer_e / sums.clamp_min(1e-30), torch.zeros_like(sums))

@@ -32,31 +32,33 @@ def sim(name):
     return calobench.registry().simulators[name]
 
 
+@pytest.mark.parametrize("mode", ["total", "layers"])
 @pytest.mark.parametrize("name,params", [("hgcal", {}), ("airshower", {"view": "pattern"}), ("lcd", {})])
-def test_representation_round_trip_is_exact(name, params):
+def test_representation_round_trip_is_exact(name, params, mode):
     s = sim(name)
     data = s.simulate(64, np.random.default_rng(0), **params)
     g = s.geometry(**params)
-    rep = Representation(g, s.condition_ranges(**params))
+    rep = Representation(g, s.condition_ranges(**params), mode)
     energy = data.conditions.get("energy")
     rep.fit(data.array(), energy, torch.Generator().manual_seed(0))
     z = rep.encode(torch.as_tensor(data.array()), energy, torch.Generator().manual_seed(1))
-    assert z.shape == (64, rep.n_layers + rep.n_cells) and torch.isfinite(z).all()
+    assert z.shape == (64, rep.n_layers + (mode == "total") + rep.n_cells) and torch.isfinite(z).all()
     assert abs(float(z.mean())) < 0.2 and abs(float(z.std()) - 1) < 0.2  # standardised
     back = rep.decode(z, energy)
     assert np.allclose(back, data.array(), rtol=2e-4, atol=1e-6 * max(g.threshold, 1e-3))
     assert ((back == 0) == (data.array() == 0)).mean() > 0.999  # zeros decode to exact zeros
 
 
-def test_layer_energies_set_the_total_energy():
+@pytest.mark.parametrize("mode", ["total", "layers"])
+def test_layer_energies_set_the_total_energy(mode):
     s = sim("hgcal")
     data = s.simulate(32, np.random.default_rng(0))
-    rep = Representation(s.geometry(), s.condition_ranges())
+    rep = Representation(s.geometry(), s.condition_ranges(), mode)
     e = data.conditions["energy"]
     rep.fit(data.array(), e)
     z = rep.encode(torch.as_tensor(data.array()), e)
     hits = torch.as_tensor(data.array()).reshape(32, -1)[:, rep.active] > 0
-    z[:, rep.n_layers:] += hits * 0.3 / rep.std[rep.n_layers:]  # every hit 35 % hotter in the cell part...
+    z[:, rep.n_energy:] += hits * 0.3 / rep.std[rep.n_energy:]  # every hit 35 % hotter in the cell part...
     back = rep.decode(z, e)
     ratio = back.sum((1, 2, 3)) / data.array().sum((1, 2, 3))
     assert np.allclose(ratio, 1, rtol=1e-4)  # ...but the layer part fixes the energy
