@@ -40,6 +40,7 @@ class FlowOptions(calobench.Options):
     n_train: PositiveInt | None = None  # training showers used (None: all)
     n_fit: PositiveInt = 20_000  # showers that set the representation's mean and spread
     energy: Literal["total", "layers"] = "total"  # energy features: E_tot + layer fractions, or layer energies
+    zero_gap: float = 0.5  # gap between the zeros' region and the hits' in log(x / threshold)
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,7 +108,7 @@ class FlowMatching(calobench.Model):
         super().__init__(dataset, config, device)
         c = self.config
         self.cond_names = sorted(dataset.conditions)
-        self.rep = Representation(dataset.geometry, dataset.conditions, c["energy"])
+        self.rep = Representation(dataset.geometry, dataset.conditions, c["energy"], c["zero_gap"])
         n_cond = sum(2 if lo > 0 else 1 for lo, _ in (dataset.conditions[k] for k in self.cond_names))
         self.nets["representation"] = self.rep
         self.nets["velocity"] = Velocity(self.rep.n_features, n_cond, c["width"], c["blocks"], c["time_dim"])

@@ -26,8 +26,9 @@ class Representation(nn.Module):
     """Buffers only (saved with the model): active-cell mask, layer index per cell, threshold,
     feature mean/std."""
 
-    def __init__(self, geometry, conditions: dict, energy: str = "total"):
+    def __init__(self, geometry, conditions: dict, energy: str = "total", zero_gap: float = 0.0):
         super().__init__()
+        self.zero_gap = float(zero_gap)  # zeros are drawn in [-gap - ZERO_WIDTH, -gap); decoded as zero below -gap / 2
         if energy not in ("total", "layers"):
             raise ValueError(f"energy features: 'total' or 'layers', not {energy!r}")
         self.energy_mode = energy
@@ -92,7 +93,7 @@ class Representation(nn.Module):
                 e = e - torch.log(self._incident(energy))[:, None]
         above = cells > 0  # the data are thresholded already: every deposit is a hit
         u = torch.rand(cells.shape, generator=generator, dtype=cells.dtype)
-        v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -ZERO_WIDTH * u)
+        v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -self.zero_gap - ZERO_WIDTH * u)
         z = torch.cat([e, v], 1).float()
         return (z - self.mean) / self.std if standardise else z
 
@@ -113,7 +114,7 @@ class Representation(nn.Module):
             if self.with_energy:
                 layer_e = layer_e * self._incident(energy)[:, None]
             layer_e = (layer_e - t * 1e-3).clamp_min(0)
-        raw = torch.where(v >= 0, t * torch.exp(v.clamp(max=40.0)), torch.zeros_like(v))
+        raw = torch.where(v >= -self.zero_gap / 2, t * torch.exp(v.clamp(min=0.0, max=40.0)), torch.zeros_like(v))
         sums = self._layer_sums(raw)
         scale = torch.where(sums > 0, layer_e / sums.clamp_min(1e-30), torch.zeros_like(sums))
         cells = raw * scale[:, self.layer_of.cpu()]
