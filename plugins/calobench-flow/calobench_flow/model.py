@@ -97,7 +97,7 @@ class FlowMatching(calobench.Model):
         "smoke": {"width": 64, "blocks": 2, "batch": 64, "warmup_steps": 5, "steps": 25, "n_train": 2000,
                   "n_fit": 2000, "ode_steps": 4, "timing_batches": [1, 100], "n_eval": 1000, "ema": 0.9},
         # 2-core CPU, <= 30 min of training per dataset (README: the measured times)
-        "default": {"width": 512, "blocks": 4, "batch": 256, "warmup_steps": 500, "steps": 9_500,
+        "default": {"width": 512, "blocks": 4, "batch": 256, "warmup_steps": 500, "steps": 11_500,
                     "lr": 1e-3, "ode_steps": 16, "solver": "midpoint"},
         # GPU-sized: a wider, deeper network trained ten times longer
         "paper": {"width": 1024, "blocks": 6, "batch": 512, "warmup_steps": 2000, "steps": 200_000, "lr": 5e-4,
