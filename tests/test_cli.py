@@ -34,7 +34,7 @@ def strip(rec):
             d = d.get(p, {})
         d.pop(last, None)
     for m in [*rec["metrics"].values(), *(e for x in rec.get("extra_splits", {}).values()
-                                          for e in x["metrics"].values())]:
+                                          for e in x["metrics"].values()), *rec.get("physics", [])]:
         m.pop("seconds", None)
         if "note" in m:  # the traceback's path names the run folder
             m["note"] = m["note"].split("; traceback in")[0]

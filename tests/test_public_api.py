@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_MODULES = {"calobench", "calobench.observables", "calobench.gflash", "calobench.plots", "calobench.distributed",
-                  "calobench.timing", "calobench.provenance", "calobench.io", "calobench.training"}
+                  "calobench.timing", "calobench.provenance", "calobench.io", "calobench.training",
+                  "calobench.checks"}
 SOURCES = sorted([*ROOT.glob("plugins/*/calobench_*/**/*.py"), *ROOT.glob("plugins/*/benchmarks/*.py"),
                   *ROOT.glob("examples/*/calobench_*/**/*.py"), *ROOT.glob("benchmarks/*.py")])
 SCRIPTS = sorted([*ROOT.glob("benchmarks/*.py"), *ROOT.glob("plugins/*/benchmarks/*.py")])
