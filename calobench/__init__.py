@@ -9,6 +9,7 @@ from .errors import CalobenchError  # noqa: E402
 from .metric import Metric, MetricContext, MetricResult  # noqa: E402
 from .api import get_metrics, get_model, list_datasets, load_dataset, load_run, registry, resolve_device  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .reference import Reference  # noqa: E402
 from .model import BestWeights, DatasetInfo, Model, Trainer  # noqa: E402
 from .options import Options, RunSettings  # noqa: E402
 from .plots import Plot, PlotContext  # noqa: E402
@@ -17,6 +18,6 @@ from .simulator import Simulator  # noqa: E402
 
 __all__ = [
     "BestWeights", "CalobenchError", "Check", "CheckContext", "CheckResult", "DatasetInfo", "Geometry", "Metric", "MetricContext", "MetricResult", "Model",
-    "Options", "Plot", "PlotContext", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
+    "Options", "Plot", "PlotContext", "Reference", "RunSettings", "ShowerData", "Simulator", "Trainer", "atomic_path", "cache_dir", "hookimpl",
     "get_metrics", "get_model", "list_datasets", "load_dataset", "load_run", "read_hdf5", "registry", "resolve_device", "write_hdf5", "__version__",
 ]

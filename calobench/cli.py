@@ -288,22 +288,25 @@ def _print_results(record):
 
 @cli.command()
 @click.option("--dataset", required=True)
-@click.option("--samples", required=True, type=click.Path(dir_okay=False), help="calobench-layout HDF5 file.")
+@click.option("--samples", required=True, type=click.Path(dir_okay=False), help="HDF5 file: the calobench layout, or the dataset's own (e.g. CaloChallenge).")
 @click.option("--metrics", default=None, help="Comma-separated metric names (default: all).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--name", default=None, help="Model name: with --leaderboard, add the result to that board under it.")
 @click.option("--leaderboard", "lb", default=None, type=click.Path(file_okay=False),
               help="Board folder to add the record to (needs --name).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the record JSON here.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where metrics train their networks: cpu (floors reproducible bit for bit) | cuda | auto.")
 @click.pass_context
-def evaluate(ctx, dataset, samples, metrics, seed, name, lb, out):
-    """Score showers produced elsewhere against DATASET's test split."""
+def evaluate(ctx, dataset, samples, metrics, seed, name, lb, out, device):
+    """Score showers produced elsewhere (a calobench-layout file, or one in the dataset's own layout,
+    e.g. a CaloChallenge file) against DATASET's test split."""
     from .runner import evaluate as do_eval
 
     _plugins()
     record = do_eval(dataset, Path(samples), [m.strip() for m in metrics.split(",")] if metrics else None,
                      seed=seed, name=name, leaderboard=Path(lb) if lb else None, out=Path(out) if out else None,
-                     datasets_files=ctx.obj["datasets_files"], log=lambda s: click.echo(s, err=True))
+                     datasets_files=ctx.obj["datasets_files"], log=lambda s: click.echo(s, err=True), device=device)
     _print_results(record)
     for p in record.get("leaderboard", []):
         click.echo(f"leaderboard: {p}")

@@ -31,6 +31,12 @@ class Geometry:
     ``layer_axis`` is the longitudinal (or time) axis of each shower, None for 2-D patterns.
     ``cell_size`` is per axis in ``length_unit``; ``layer_positions`` are the layer depths
     (e.g. in X0); ``mask`` marks active cells (None: all active).
+
+    ``binning`` describes a cylindrical readout instead of a grid (the CaloChallenge
+    geometries): a list of layers ``{"layer": id, "r_edges": [...], "n_alpha": k}`` in file
+    order; the showers are then flat ``[n_voxels]``, layer after layer, inside a layer angular
+    bin after angular bin, inside an angular bin radial bin after radial bin (the challenge's
+    order: ``reshape(n_alpha, n_r)`` per layer). Alpha bins are equal slices of (-pi, pi].
     """
 
     shape: tuple
@@ -43,6 +49,7 @@ class Geometry:
     threshold: float = 0.0
     mask: np.ndarray | None = None
     axes: tuple = ()
+    binning: list | None = None
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -56,10 +63,52 @@ class Geometry:
                 raise CalobenchError(f"geometry mask shape {self.mask.shape} != shape {self.shape}")
         if self.layer_axis is not None:
             self.layer_axis = self.layer_axis % len(self.shape)
+        if self.binning is not None:
+            self.binning = [_check_layer_bins(b) for b in self.binning]
+            if not self.binning:
+                raise CalobenchError("geometry binning: needs at least one layer")
+            n = sum(b["n_voxels"] for b in self.binning)
+            if self.shape != (n,):
+                raise CalobenchError(f"geometry binning holds {n} voxels, shape is {self.shape} (expected ({n},))")
+            if self.layer_axis is not None:
+                raise CalobenchError("geometry binning: showers are flat, layer_axis must be None")
+            if self.layer_positions is not None and len(self.layer_positions) != len(self.binning):
+                raise CalobenchError(f"geometry: {len(self.layer_positions)} layer positions for "
+                                     f"{len(self.binning)} binned layers")
 
     @property
     def n_layers(self) -> int:
+        if self.binning is not None:
+            return len(self.binning)
         return 1 if self.layer_axis is None else self.shape[self.layer_axis]
+
+    def layer_index(self) -> np.ndarray:
+        """int array of ``shape``: the layer (0 .. n_layers-1) each cell belongs to."""
+        if self.binning is not None:
+            return np.repeat(np.arange(len(self.binning)), [b["n_voxels"] for b in self.binning])
+        if self.layer_axis is None or len(self.shape) == 1:
+            return np.zeros(self.shape, dtype=np.int64)
+        other = tuple(i for i in range(len(self.shape)) if i != self.layer_axis)
+        return np.broadcast_to(np.expand_dims(np.arange(self.shape[self.layer_axis]), other), self.shape).copy()
+
+    def voxel_centres(self) -> dict:
+        """Binned geometries: per voxel (flat order) ``layer`` (0-based position), ``r`` (the radial bin's
+        mid-point), ``alpha`` (the angular bin's mid-point), ``x = r cos(alpha)``, ``y = r sin(alpha)``."""
+        if self.binning is None:
+            raise CalobenchError("voxel_centres() needs a binned (cylindrical) geometry")
+        parts = {k: [] for k in ("layer", "r", "alpha")}
+        for i, b in enumerate(self.binning):
+            edges = np.asarray(b["r_edges"], dtype=np.float64)
+            r_mid = (edges[:-1] + edges[1:]) / 2
+            a_edges = np.linspace(-np.pi, np.pi, b["n_alpha"] + 1)
+            a_mid = (a_edges[:-1] + a_edges[1:]) / 2
+            parts["layer"].append(np.full(b["n_voxels"], i))
+            parts["r"].append(np.tile(r_mid, b["n_alpha"]))  # alpha outer, r inner
+            parts["alpha"].append(np.repeat(a_mid, len(r_mid)))
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        out["x"] = out["r"] * np.cos(out["alpha"])
+        out["y"] = out["r"] * np.sin(out["alpha"])
+        return out
 
     def layer_depths(self) -> np.ndarray:
         if self.layer_positions is not None:
@@ -75,6 +124,19 @@ class Geometry:
     def from_json(cls, text: str) -> "Geometry":
         d = json.loads(text)
         return cls(**d)
+
+
+def _check_layer_bins(b) -> dict:
+    if not isinstance(b, dict) or set(b) - {"layer", "r_edges", "n_alpha", "n_voxels"}:
+        raise CalobenchError(f"geometry binning: each layer is {{layer, r_edges, n_alpha}}, got {b!r}")
+    try:
+        edges = [float(e) for e in b["r_edges"]]
+        n_alpha, layer = int(b["n_alpha"]), int(b["layer"])
+    except (KeyError, TypeError, ValueError):
+        raise CalobenchError(f"geometry binning: each layer is {{layer, r_edges, n_alpha}}, got {b!r}") from None
+    if len(edges) < 2 or any(b2 <= b1 for b1, b2 in zip(edges, edges[1:])) or n_alpha < 1:
+        raise CalobenchError(f"geometry binning: layer {layer} needs increasing r_edges and n_alpha >= 1")
+    return {"layer": layer, "r_edges": edges, "n_alpha": n_alpha, "n_voxels": (len(edges) - 1) * n_alpha}
 
 
 @dataclass
@@ -172,6 +234,43 @@ class ConcatArray:
         out = [np.asarray(self.parts[k][index[part == k] - self.offsets[k]], dtype=np.float32)
                for k in np.unique(part)]
         return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], np.float32)
+
+
+class RowsArray:
+    """The rows ``rows`` (increasing) of a lazily read ``[N, *shape]`` array, seen as one array: a split
+    carved out of another (``subset_of``) stays on disk. Same access as :class:`ConcatArray`."""
+
+    def __init__(self, base, rows):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows),) + tuple(base.shape[1:])
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if index is Ellipsis:
+            index = slice(None)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("RowsArray supports step-1 slices only")
+            index = np.arange(start, stop)
+        rows = self.rows[np.asarray(index, dtype=np.int64)]
+        if len(rows) == 0:
+            return np.zeros((0,) + self.shape[1:], np.float32)
+        if isinstance(self.base, np.ndarray):
+            return np.asarray(self.base[rows], dtype=np.float32)
+        # h5py wants increasing unique indices; read contiguous runs as slices (fast for blocks)
+        order = np.argsort(rows, kind="stable")
+        uniq, inverse = np.unique(rows[order], return_inverse=True)
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        pieces = [np.asarray(self.base[int(run[0]):int(run[-1]) + 1], dtype=np.float32)
+                  for run in np.split(uniq, breaks)]
+        block = np.concatenate(pieces)[inverse]
+        out = np.empty_like(block)
+        out[order] = block
+        return out
 
 
 def cache_dir() -> Path:

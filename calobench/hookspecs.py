@@ -48,3 +48,8 @@ def register_checks(register):
 @hookspec
 def register_plots(register):
     """Register plot classes: ``register(PlotSubclass)`` (see :class:`calobench.Plot`)."""
+
+
+@hookspec
+def register_references(register):
+    """Register published results shown beside a board's rows: ``register(calobench.Reference(...))``."""

@@ -18,8 +18,15 @@ import pandas as pd
 
 from .errors import CalobenchError
 from .io import locked, read_json, remove_stale_temps, write_json, write_text
+from .reference import Reference  # noqa: F401  (public as calobench.Reference)
 
 SCHEMA = 2
+
+
+def references_for(references, dataset: str) -> list:
+    refs = [r for r in (references.values() if isinstance(references, dict) else references or [])
+            if r.dataset == dataset]
+    return sorted(refs, key=lambda r: (not r.floor, r.model.lower()))
 
 
 def record_name(record: dict) -> str:
@@ -120,8 +127,8 @@ def floors(records: list) -> dict:
     return out
 
 
-def table(records: list) -> pd.DataFrame:
-    """The leaderboard of one dataset key as a DataFrame (floor row first)."""
+def table(records: list, references=()) -> pd.DataFrame:
+    """The leaderboard of one dataset key as a DataFrame (floor row first, then published references)."""
     grouped = rows(records)
     metric_names = sorted({m for g in grouped for m in g["metrics"]})
     proto = {}
@@ -153,6 +160,16 @@ def table(records: list) -> pd.DataFrame:
         header["physics"] = ""
     header.update({"showers/s": "", "date": ""})
     table_rows = [header]
+    for ref in references:
+        row = {k: "" for k in header}
+        row.update(rank="ref", model=f"*{ref.model}* ({'published floor' if ref.floor else 'published'})",
+                   plugin=ref.source)
+        for m in metric_names:
+            v = ref.metrics.get(m)
+            row[f"{m} {_arrow(proto[m])}"] = _fmt(*v) if v is not None else ""
+        if ref.showers_per_s:
+            row["showers/s"] = f"{ref.showers_per_s:,.0f} ({ref.device})"
+        table_rows.append(row)
     order = sorted(range(len(grouped)), key=lambda i: (mean_rank[i], grouped[i]["model"], grouped[i]["config_hash"]))
     for pos, i in enumerate(order):
         g = grouped[i]
@@ -192,15 +209,21 @@ def _boards(records: list) -> dict:
     return out
 
 
-def render(folder, datasets=None) -> list:
-    """Regenerate ``<folder>/<board>.md`` from the records; return the paths written."""
+def render(folder, datasets=None, references=None) -> list:
+    """Regenerate ``<folder>/<board>.md`` from the records (and the plugins' published references,
+    ``references``: the registry's, by default); return the paths written."""
     folder = Path(folder)
+    if references is None:
+        from .plugins import get_plugins
+
+        references = get_plugins().registry.references
     written = []
     for stem, (ds, key, recs) in sorted(_boards(load_records(folder)).items()):
         if datasets is not None and ds not in datasets:
             continue
         n_rows = len({(r["model"], r["config_hash"]) for r in recs})
-        df = table(recs)
+        refs = references_for(references, ds)
+        df = table(recs, refs)
         fl = floors(recs)
         ns = sorted({v[2] for v in fl.values()})
         text = (f"# Leaderboard: `{ds}`\n\n"
@@ -214,7 +237,10 @@ def render(folder, datasets=None) -> list:
                 + ", computed with one fixed seed: what a perfect generator scores."
                 + (" physics: the dataset's physics acceptance checks passed / stated, per seed (the record's "
                    "`physics` section lists each with its value and target)." if any(r.get("physics") for r in recs)
-                   else "") + "\n\n"
+                   else "")
+                + (" *ref* rows: published results (their source in the plugin column), measured by the "
+                   "publication's own protocol on the public files; shown for comparison, never ranked; "
+                   "blank cells: not published." if refs else "") + "\n\n"
                 + df.to_markdown(index=False) + "\n")
         path = folder / f"{stem}.md"
         write_text(path, text)

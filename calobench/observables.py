@@ -49,6 +49,8 @@ def _safe_div(a, b):
 
 def block_features(block: np.ndarray, geometry, conditions: dict | None = None) -> dict:
     """Per-shower observables of one in-memory block ``[n, *shape]``."""
+    if geometry.binning is not None:
+        return binned_features(block, geometry, conditions)
     a = as_xyl(block, geometry)
     n, X, Y, L = a.shape
     csx, csy = _transverse_sizes(geometry)
@@ -85,6 +87,48 @@ def block_features(block: np.ndarray, geometry, conditions: dict | None = None) 
     out["n_hits"] = hit.sum((1, 2, 3)).astype(np.float64)
     active = X * Y * L if geometry.mask is None else int(geometry.mask.sum())
     out["sparsity"] = 1.0 - out["n_hits"] / max(active, 1)
+    if conditions and "energy" in conditions:
+        out["E_ratio"] = _safe_div(E, np.asarray(conditions["energy"], dtype=np.float64))
+    return out
+
+
+def _weighted_moments(e: np.ndarray, pos: np.ndarray, total: np.ndarray) -> tuple:
+    """Energy-weighted mean and spread of ``pos`` ([V] or [n, V]) over the voxels of ``e`` [n, V]."""
+    m = _safe_div((e * pos).sum(1), total)
+    w = np.sqrt(np.clip(_safe_div((e * pos**2).sum(1), total) - m**2, 0, None))
+    return m, w
+
+
+def binned_features(block: np.ndarray, geometry, conditions: dict | None = None) -> dict:
+    """Observables of a cylindrical (binned) geometry, as the CaloChallenge defines them: per layer
+    the energy, the centre of energy and width in x = r cos(alpha) and y = r sin(alpha) (layers
+    binned in alpha only), in r, the largest voxel and the sparsity (fraction of voxels without a
+    hit); for the shower the total energy, depth, centre and width in x/y, hits and sparsity.
+    Per-layer names carry the binning's own layer ids (e.g. ``E_layer_12``). A hit is a voxel at
+    or above the readout threshold (the challenge zeroes voxels below it), or above 0 without one."""
+    a = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
+    vc = geometry.voxel_centres()
+    thr = max(float(geometry.threshold), 0.0)
+    hit = (a >= thr) & (a > 0) if thr > 0 else a > 0
+    E = a.sum(1)
+    out = {"E_total": E}
+    z = geometry.layer_depths()
+    layer_e = np.stack([a[:, vc["layer"] == i].sum(1) for i in range(geometry.n_layers)], 1)
+    out["depth"], out["depth_width"] = _weighted_moments(layer_e, z, E)
+    for name in ("x", "y"):
+        out[f"cog_{name}"], out[f"width_{name}"] = _weighted_moments(a, vc[name], E)
+    for i, b in enumerate(geometry.binning):
+        sel = vc["layer"] == i
+        e, le, tag = a[:, sel], layer_e[:, i], b["layer"]
+        out[f"E_layer_{tag}"] = le
+        out[f"max_cell_layer_{tag}"] = e.max(1)
+        if b["n_alpha"] > 1:
+            for name in ("x", "y"):
+                out[f"cog_{name}_layer_{tag}"], out[f"width_{name}_layer_{tag}"] = _weighted_moments(e, vc[name][sel], le)
+        out[f"cog_r_layer_{tag}"], out[f"width_r_layer_{tag}"] = _weighted_moments(e, vc["r"][sel], le)
+        out[f"sparsity_layer_{tag}"] = 1.0 - hit[:, sel].mean(1)
+    out["n_hits"] = hit.sum(1).astype(np.float64)
+    out["sparsity"] = 1.0 - out["n_hits"] / a.shape[1]
     if conditions and "energy" in conditions:
         out["E_ratio"] = _safe_div(E, np.asarray(conditions["energy"], dtype=np.float64))
     return out

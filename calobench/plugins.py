@@ -44,6 +44,7 @@ class Registry:
     metrics: dict = field(default_factory=dict)
     plots: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)  # "<dataset>/<model>" -> Reference
     owner: dict = field(default_factory=dict)  # (kind, name) -> plugin name
     failed: dict = field(default_factory=dict)  # plugin name -> why it was not loaded (whole)
     warnings: list = field(default_factory=list)  # contributions skipped, each naming its plugin
@@ -73,6 +74,7 @@ HOOK_KINDS = {  # registering hook -> kind of object
     "register_metrics": "metric",
     "register_plots": "plot",
     "register_checks": "check",
+    "register_references": "reference",
 }
 
 
@@ -102,6 +104,12 @@ def _check_item(kind: str, args: tuple):
         if not isinstance(name, str) or not name.strip():
             raise _PluginError(f"{kind} {obj!r} has no name")
         return name, obj
+    if kind == "reference":
+        from .reference import Reference
+
+        if len(args) != 1 or not isinstance(args[0], Reference):
+            raise _PluginError("register() of a reference takes one calobench.Reference")
+        return f"{args[0].dataset}/{args[0].model}", args[0]
     if kind == "layout":
         if len(args) != 2 or not isinstance(args[0], str) or not callable(args[1]):
             raise _PluginError("register() of a layout takes (name, reader callable)")

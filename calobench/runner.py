@@ -550,12 +550,43 @@ def _worker(opts, model_cls, ds, info, options, settings, device, target_ds, run
     return {"rank": distributed.rank()}
 
 
+def read_samples(ds, path: Path) -> ShowerData:
+    """A samples file, read whole: the calobench layout when it has ``/conditions``, else the dataset's
+    own file layout, else any registered layout whose reader accepts it with the dataset's geometry."""
+    from .data import _open
+
+    with _open(path) as f:
+        calobench_layout = "showers" in f and "conditions" in f
+    if calobench_layout:
+        return read_hdf5(path, lazy=False)
+    layouts = ds.registry.layouts
+    own = ds.entry.get("layout")
+    order = ([own] if own and own != "calobench" else []) + sorted(n for n in layouts if n not in (own, "calobench"))
+    shape = tuple(ds.geometry.shape)
+    for name in order:
+        try:
+            data = layouts[name](path)
+        except (CalobenchError, OSError, KeyError, ValueError, TypeError) as exc:
+            if name == own:
+                raise CalobenchError(str(exc)) if isinstance(exc, CalobenchError) else \
+                    CalobenchError(f"{path}: not readable as a '{own}' file: {exc}") from None
+            continue
+        if tuple(data.showers.shape[1:]) == shape:
+            return data.load()
+        if name == own:
+            raise CalobenchError(f"{path}: showers have shape {tuple(data.showers.shape[1:])}, dataset "
+                                 f"'{ds.name}' expects {shape}")
+    return read_hdf5(path, lazy=False)  # its error says what a calobench-layout file needs
+
+
 def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str | None = None,
-             leaderboard: Path | None = None, out: Path | None = None, datasets_files=(), log=print) -> dict:
+             leaderboard: Path | None = None, out: Path | None = None, datasets_files=(), log=print,
+             device: str = "cpu") -> dict:
     """Score showers produced elsewhere against the dataset's test split (no plugin needed).
 
     ``samples`` is a calobench-layout HDF5 file: ``/showers`` float32 [N, *shape] of the dataset's
-    geometry, non-negative, and ``/conditions/<name>`` for every condition of the dataset; N may
+    geometry, non-negative, and ``/conditions/<name>`` for every condition of the dataset; or a file
+    in the dataset's own layout (e.g. a CaloChallenge file for a CaloChallenge dataset). N may
     differ from the test split's size (each metric uses the showers it needs). The file is read
     whole and checked before any metric runs."""
     import hashlib
@@ -568,7 +599,7 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
         check_writable(Path(out).parent, "output folder")
     if name and leaderboard is not None:
         check_writable(leaderboard, "leaderboard folder")
-    gen = read_hdf5(samples, lazy=False)
+    gen = read_samples(ds, Path(samples))
     geom = ds.geometry
     if tuple(gen.showers.shape[1:]) != tuple(geom.shape):
         raise CalobenchError(f"{samples}: showers have shape {tuple(gen.showers.shape[1:])}, "
@@ -594,7 +625,8 @@ def evaluate(dataset: str, samples: Path, metrics=None, seed: int = 0, name: str
     ds.prepare()
     real = ds.load("test")
     reference = ds.load("reference") if "reference" in ds.splits else None
-    ctx = MetricContext(dataset=dataset_info(ds), seed=seed)
+    dev = resolve_device(device)
+    ctx = MetricContext(dataset=dataset_info(ds), seed=seed, device=dev.type if dev.index is None else str(dev))
     log(f"metrics: {', '.join(m.name for m in ms) or 'none'} on {len(gen)} showers vs {len(real)} real (+ floor)")
     metric_results = {}
     results = score(ms, real, gen, ctx, reference, log=log, dataset_key=ds.key, results_out=metric_results)

@@ -1,0 +1,96 @@
+"""The ``calochallenge`` protocol as calobench metrics (names ``cc_*``), for binned geometries.
+
+``cc_auc_low`` / ``cc_auc_high``: the challenge's classifier on voxels and on high-level
+features (details: JSD, best epoch, uncalibrated AUC); ``cc_fpd`` / ``cc_kpd``: jetnet's FPD
+and KPD x 1e3 on the high-level features; ``cc_separation_power``: the mean separation power
+over the challenge's histograms (details: each one). Smoke runs (``ctx.quick``) train the
+classifier 3 epochs with 256 hidden units; every other setting is the challenge's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from calobench import Metric, MetricResult
+
+from . import protocol
+
+QUICK = {"epochs": 3, "hidden": 256}
+
+
+class _Challenge(Metric):
+    protocol = "calochallenge"
+    min_showers = 20
+
+    def applies_to(self, dataset):
+        if dataset.geometry.binning is None:
+            return "the CaloChallenge protocol needs a CaloChallenge (binned, cylindrical) geometry"
+        if "energy" not in dataset.conditions:
+            return "the CaloChallenge protocol needs the incident energy as condition 'energy'"
+        return None
+
+
+class _Classifier(_Challenge):
+    min_showers = 50
+    level = "low"
+
+    def compute(self, real, generated, ctx):
+        if self.level == "low":
+            xr, xg = protocol.low_level(real), protocol.low_level(generated)
+        else:
+            xr, xg = protocol.high_level(real)[1], protocol.high_level(generated)[1]
+        kw = QUICK if ctx.quick else {}
+        r = protocol.classifier_test(xr, xg, seed=ctx.seed * 1000 + (21 if self.level == "low" else 22),
+                                     device=ctx.device, **kw)
+        return MetricResult(r["auc"], r["auc_bootstrap_std"], {**r, "protocol": "calochallenge"})
+
+
+class AUCLow(_Classifier):
+    name = "cc_auc_low"
+    description = "CaloChallenge classifier AUC on voxels / E_inc (cls-low; 0.5 = indistinguishable)"
+    level = "low"
+
+
+class AUCHigh(_Classifier):
+    name = "cc_auc_high"
+    description = "CaloChallenge classifier AUC on high-level features (cls-high)"
+    level = "high"
+
+
+class FPD(_Challenge):
+    name = "cc_fpd"
+    description = "CaloChallenge FPD x1e3 (jetnet fpd, min_samples 10000) on high-level features"
+
+    def compute(self, real, generated, ctx):
+        v, u = protocol.fpd(protocol.high_level(real)[1], protocol.high_level(generated)[1])
+        return MetricResult(v * 1e3, u * 1e3, {"protocol": "calochallenge", "seed": 42,
+                                               "n_features": len(protocol.high_level(real)[0])})
+
+
+class KPD(_Challenge):
+    name = "cc_kpd"
+    description = "CaloChallenge KPD x1e3 (jetnet kpd, batch 10000, degree 4) on high-level features"
+
+    def compute(self, real, generated, ctx):
+        v, u = protocol.kpd(protocol.high_level(real)[1], protocol.high_level(generated)[1])
+        return MetricResult(v * 1e3, u * 1e3, {"protocol": "calochallenge", "seed": 42})
+
+
+class SeparationPower(_Challenge):
+    name = "cc_separation_power"
+    description = "CaloChallenge separation power, mean over its histograms (E_tot/E_inc, layers, shapes, voxels)"
+
+    def compute(self, real, generated, ctx):
+        hists = protocol.histograms(real, generated)
+        per = {k: protocol.separation_power(a, b, e) for k, (a, b, e) in hists.items()}
+        # uncertainty: spread over 10 bootstrap resamples of both samples' showers (voxels excluded: per shower)
+        rng = ctx.rng(31)
+        vals = []
+        for _ in range(10):
+            ir, ig = rng.integers(0, len(real), len(real)), rng.integers(0, len(generated), len(generated))
+            vals.append(np.mean([protocol.separation_power(a[ir], b[ig], e) if k != "voxel" else per[k]
+                                 for k, (a, b, e) in hists.items()]))
+        return MetricResult(float(np.mean(list(per.values()))), float(np.std(vals, ddof=1)),
+                            {"protocol": "calochallenge", "per_histogram": per, "E_tot/E_inc": per["E_tot/E_inc"]})
+
+
+METRICS = (AUCLow, AUCHigh, FPD, KPD, SeparationPower)
