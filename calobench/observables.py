@@ -142,6 +142,41 @@ def features(data: ShowerData) -> dict:
     return data.cache["features"]
 
 
+def binned_profile_index(geometry) -> tuple:
+    """Binned geometries: per voxel the index of its radial bin on the union of every layer's edges,
+    and of its angular bin on the union of the alpha mid-points; with the two axes' centres."""
+    vc = geometry.voxel_centres()
+    edges = np.unique(np.concatenate([b["r_edges"] for b in geometry.binning]))
+    ri = np.clip(np.searchsorted(edges, vc["r"]) - 1, 0, len(edges) - 2)
+    alphas, ai = np.unique(np.round(vc["alpha"], 9), return_inverse=True)
+    return ri, ai, (edges[:-1] + edges[1:]) / 2, alphas
+
+
+def profiles(data: ShowerData) -> dict:
+    """Per-shower energy profiles ``{axis: [N, bins]}`` (cached): along x, y and the layer axis ``z``
+    for grids; for binned (cylindrical) geometries ``x`` is the radial profile (energy per radial bin,
+    all layers), ``y`` the angular one (per alpha bin) and ``z`` the energy per layer."""
+    if "profiles" not in data.cache:
+        parts = {"x": [], "y": [], "z": []}
+        g = data.geometry
+        if g.binning is not None:
+            ri, ai, _, _ = binned_profile_index(g)
+            li = g.layer_index()
+            onehot = {k: np.eye(int(idx.max()) + 1)[idx] for k, idx in (("x", ri), ("y", ai), ("z", li))}
+        for b in data.chunks():
+            if g.binning is not None:
+                a = b.array().reshape(len(b), -1).astype(np.float64)
+                for k in parts:
+                    parts[k].append(a @ onehot[k])
+                continue
+            a = as_xyl(b.array(), g)
+            parts["x"].append(a.sum((2, 3)))
+            parts["y"].append(a.sum((1, 3)))
+            parts["z"].append(a.sum((1, 2)))
+        data.cache["profiles"] = {k: np.concatenate(v) for k, v in parts.items()}
+    return data.cache["profiles"]
+
+
 def cell_spectrum(data: ShowerData, max_cells: int = 200_000, seed: int = 0) -> np.ndarray:
     """Energies of hit cells (a seeded subsample of at most ``max_cells``)."""
     vals = []

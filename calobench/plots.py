@@ -18,6 +18,7 @@ import numpy as np
 from .io import atomic_path
 from .observables import cell_spectrum, features, mean_image
 
+MAX_PANELS = 12
 KEY_OBSERVABLES = ("E_total", "E_ratio", "depth", "depth_width", "width_x", "width_y", "n_hits", "sparsity")
 
 
@@ -163,6 +164,8 @@ class LayerEnergyPlot(Plot):
         keys = [k for k in fr if k.startswith("E_layer_") or k.startswith("E_group_")]
         if not keys:
             return []
+        if len(keys) > MAX_PANELS:  # e.g. 45 layers: evenly spaced ones (the profile plot shows them all)
+            keys = [keys[i] for i in np.unique(np.linspace(0, len(keys) - 1, MAX_PANELS).astype(int))]
         plt = pyplot()
         fig, axes = plt.subplots(2, len(keys), figsize=(2.5 * len(keys), 4), gridspec_kw={"height_ratios": [3, 1]},
                                  squeeze=False)
@@ -202,6 +205,58 @@ class CorrelationPlot(Plot):
         return [_correlations(features(ctx.real), features(ctx.generated), ctx.outdir / "correlations.png")]
 
 
+class ProfilePlot(Plot):
+    name = "profiles"
+    description = "mean longitudinal (per layer) and transverse (radial, or x) energy profiles with ratios"
+
+    def make(self, ctx):
+        g = ctx.real.geometry
+        if g.n_layers < 2 and g.binning is None:
+            return []
+        plt = pyplot()
+        fig, axes = plt.subplots(2, 2, figsize=(10, 5), gridspec_kw={"height_ratios": [3, 1]})
+        pr, pg = _profiles(ctx.real), _profiles(ctx.generated)
+        for j, (key, label) in enumerate((("long", f"layer depth [{g.layer_unit}]"),
+                                          ("trans", f"r [{g.length_unit}]" if g.binning else f"x [{g.length_unit}]"))):
+            (x, yr), (_, yg) = pr[key], pg[key]
+            axes[0, j].plot(x, yr, "k-", drawstyle="steps-mid", label="real")
+            axes[0, j].plot(x, yg, "-", color="tab:red", drawstyle="steps-mid", label="generated")
+            axes[0, j].set_yscale("log")
+            axes[0, j].set_ylabel(f"mean energy [{g.energy_unit}]" + (" / mm" if key == "trans" and g.binning else ""))
+            axes[0, j].legend(fontsize=7)
+            axes[1, j].plot(x, np.divide(yg, yr, out=np.full_like(yg, np.nan), where=yr > 0), "-", color="tab:red",
+                            drawstyle="steps-mid")
+            axes[1, j].axhline(1, color="k", lw=0.5)
+            axes[1, j].set_ylim(0, 2)
+            axes[1, j].set_ylabel("gen/real")
+            axes[1, j].set_xlabel(label)
+        return [save(fig, ctx.outdir / "profiles.png")]
+
+
+def _profiles(data) -> dict:
+    """Mean energy per layer (at its depth) and per radial bin (binned: per mm of radius, summed over
+    layers and angles) or per x column (grids)."""
+    from .observables import as_xyl
+
+    g = data.geometry
+    if g.binning is not None:
+        vc = g.voxel_centres()
+        total = np.zeros(len(vc["r"]))
+        for b in data.chunks():
+            total += b.array().reshape(len(b), -1).sum(0)
+        total /= max(len(data), 1)
+        long = np.bincount(vc["layer"], weights=total, minlength=g.n_layers)
+        edges = np.unique(np.concatenate([b["r_edges"] for b in g.binning]))
+        idx = np.clip(np.searchsorted(edges, vc["r"]) - 1, 0, len(edges) - 2)
+        trans = np.bincount(idx, weights=total, minlength=len(edges) - 1) / np.diff(edges)
+        return {"long": (g.layer_depths(), long), "trans": ((edges[:-1] + edges[1:]) / 2, trans)}
+    m = mean_image(data)
+    a = as_xyl(m[None], g)[0]
+    xs = (np.arange(a.shape[0]) + 0.5 - a.shape[0] / 2) * (g.cell_size[0] if g.cell_size else 1.0)
+    depths = g.layer_depths() if len(g.layer_depths()) == a.shape[2] else np.arange(a.shape[2])
+    return {"long": (depths, a.sum((0, 1))), "trans": (xs, a.sum((1, 2)))}
+
+
 class LossPlot(Plot):
     name = "losses"
     description = "training losses logged by the trainer"
@@ -220,12 +275,40 @@ class LossPlot(Plot):
         return [save(fig, ctx.outdir / "losses.png")]
 
 
-CORE_PLOTS = (ObservablePlot, LayerEnergyPlot, CellSpectrumPlot, MeanImagePlot, CorrelationPlot, LossPlot)
+CORE_PLOTS = (ObservablePlot, LayerEnergyPlot, ProfilePlot, CellSpectrumPlot, MeanImagePlot, CorrelationPlot, LossPlot)
+
+
+def _binned_mean_images(plt, g, mr, mg, path):
+    """Mean energy per voxel in (alpha, r) for up to 7 evenly spaced layers, as polar maps (log colour)."""
+    from matplotlib.colors import LogNorm
+
+    starts = np.cumsum([0] + [b["n_voxels"] for b in g.binning])
+    idx = np.unique(np.linspace(0, len(g.binning) - 1, min(len(g.binning), 7)).astype(int))
+    fig, axes = plt.subplots(2, len(idx), figsize=(2.4 * len(idx), 5), subplot_kw={"projection": "polar"},
+                             squeeze=False)
+    for j, i in enumerate(idx):
+        b = g.binning[i]
+        n_r = len(b["r_edges"]) - 1
+        theta = np.linspace(-np.pi, np.pi, b["n_alpha"] + 1) if b["n_alpha"] > 1 else np.linspace(-np.pi, np.pi, 33)
+        for row, (m, who) in enumerate(((mr, "real"), (mg, "gen"))):
+            grid = m[starts[i]:starts[i + 1]].reshape(b["n_alpha"], n_r)
+            if b["n_alpha"] == 1:
+                grid = np.repeat(grid, 32, axis=0)
+            lo = max(float(mr[starts[i]:starts[i + 1]].max()) * 1e-4, 1e-12)
+            ax = axes[row, j]
+            ax.pcolormesh(theta, np.asarray(b["r_edges"]), grid.T + 1e-30, norm=LogNorm(vmin=lo, vmax=max(lo * 10, float(
+                mr[starts[i]:starts[i + 1]].max()))))
+            ax.set_title(f"{who}, layer {b['layer']}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return save(fig, path)
 
 
 def _mean_images(plt, real, generated, path):
     g = real.geometry
     mr, mg = mean_image(real), mean_image(generated)
+    if g.binning is not None:
+        return _binned_mean_images(plt, g, mr, mg, path)
     if g.layer_axis is not None and mr.ndim == 3:
         mr, mg = np.moveaxis(mr, g.layer_axis, -1), np.moveaxis(mg, g.layer_axis, -1)
         idx = np.unique(np.linspace(0, mr.shape[-1] - 1, min(mr.shape[-1], 7)).astype(int))

@@ -64,15 +64,8 @@ def bootstrap(fn, real_n: int, gen_n: int, rng: np.random.Generator, n: int = N_
 
 
 def profiles(data) -> dict:
-    """Per-shower energy profiles along x, y and the layer axis: ``{axis: [N, bins]}`` (cached)."""
-    if "profiles" not in data.cache:
-        from calobench.observables import as_xyl
+    """Per-shower energy profiles along x, y and the layer axis: ``{axis: [N, bins]}`` (cached; the
+    shared observables' definition, radial and angular for cylindrical geometries)."""
+    from calobench.observables import profiles as shared
 
-        parts = {"x": [], "y": [], "z": []}
-        for b in data.chunks():
-            a = as_xyl(b.array(), data.geometry)
-            parts["x"].append(a.sum((2, 3)))
-            parts["y"].append(a.sum((1, 3)))
-            parts["z"].append(a.sum((1, 2)))
-        data.cache["profiles"] = {k: np.concatenate(v) for k, v in parts.items()}
-    return data.cache["profiles"]
+    return shared(data)

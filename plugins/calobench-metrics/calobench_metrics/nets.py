@@ -17,8 +17,29 @@ def mlp(n_in: int, n_out: int, hidden: int = 256) -> nn.Sequential:
                          nn.Linear(hidden, n_out))
 
 
+def _binned_low_level(data, max_cells: int) -> np.ndarray:
+    """Cylindrical geometries: voxels flat; above ``max_cells``, neighbouring angular bins of every
+    layer summed in pairs (an odd count: all of them) until the shower fits."""
+    layers = [(b["n_alpha"], len(b["r_edges"]) - 1) for b in data.geometry.binning]
+    out = []
+    for blk in data.chunks():
+        a = blk.array().reshape(len(blk), -1)
+        parts, start = [], 0
+        for n_a, n_r in layers:
+            parts.append(a[:, start:start + n_a * n_r].reshape(len(a), n_a, n_r))
+            start += n_a * n_r
+        while sum(p.shape[1] * p.shape[2] for p in parts) > max_cells and any(p.shape[1] > 1 for p in parts):
+            parts = [p if p.shape[1] == 1 else p.reshape(len(p), p.shape[1] // 2, 2, -1).sum(2)
+                     if p.shape[1] % 2 == 0 else p.sum(1, keepdims=True) for p in parts]
+        out.append(np.concatenate([p.reshape(len(p), -1) for p in parts], 1).astype(np.float32))
+    return np.concatenate(out)
+
+
 def low_level(data, max_cells: int = MAX_CELLS) -> np.ndarray:
-    """Cells as a flat vector, transverse axes average-pooled by 2 until at most ``max_cells``."""
+    """Cells as a flat vector, transverse axes average-pooled by 2 until at most ``max_cells``
+    (cylindrical geometries: angular bins summed in pairs)."""
+    if data.geometry.binning is not None:
+        return _binned_low_level(data, max_cells)
     out = []
     for b in data.chunks():
         a = as_xyl(b.array(), data.geometry)
