@@ -73,9 +73,20 @@ def _fmt(v, u=None) -> str:
 
 
 def _arrow(e: dict) -> str:
+    mark = " (unranked)" if e.get("ranked", True) is False else ""
     if e.get("target") is not None:
-        return f"→{e['target']:g}"
-    return "↑" if e.get("higher_is_better") else "↓"
+        return f"→{e['target']:g}{mark}"
+    return ("↑" if e.get("higher_is_better") else "↓") + mark
+
+
+def unranked(records: list) -> dict:
+    """metric -> why it is shown but not ranked (from the records' metric entries)."""
+    out = {}
+    for r in records:
+        for m, e in r["metrics"].items():
+            if e.get("ranked", True) is False:
+                out[m] = e.get("unranked_reason", "not ranked")
+    return dict(sorted(out.items()))
 
 
 def _ok(record: dict, metric: str) -> bool:
@@ -135,9 +146,13 @@ def table(records: list, references=()) -> pd.DataFrame:
     for r in records:
         for m, e in r["metrics"].items():
             proto.setdefault(m, e)
+    for m in unranked(records):
+        proto[m] = {**proto[m], "ranked": False}
     ranks, counts = np.zeros(len(grouped)), np.zeros(len(grouped))
     for m in metric_names:
         e = proto[m]
+        if e.get("ranked", True) is False:  # shown, never ranked (the board says why)
+            continue
         have = [(i, g["metrics"][m][0]) for i, g in enumerate(grouped) if m in g["metrics"]]
         if e.get("target") is not None:
             keys = [abs(v - e["target"]) for _, v in have]
@@ -241,7 +256,9 @@ def render(folder, datasets=None, references=None) -> list:
                 + (" *ref* rows: published results (their source in the plugin column), measured by the "
                    "publication's own protocol on the public files; shown for comparison, never ranked; "
                    "blank cells: not published." if refs else "") + "\n\n"
-                + df.to_markdown(index=False) + "\n")
+                + df.to_markdown(index=False) + "\n"
+                + "".join(f"\n- `{m}` (unranked): {why}" for m, why in unranked(recs).items())
+                + ("\n" if unranked(recs) else ""))
         path = folder / f"{stem}.md"
         write_text(path, text)
         written.append(path)

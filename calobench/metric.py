@@ -54,6 +54,9 @@ class Metric:
     ``target``: the ideal value when it is neither the smallest nor the largest (e.g. a ratio
     whose ideal is 1); rows are then ranked by the distance to it.
     A NaN/inf value is recorded as a failed metric.
+    ``ranked = False`` keeps a metric in records but out of board ranks (a diagnostic that can
+    mislead, e.g. one that scores a distortion below the floor); ``unranked_reason`` says why
+    (the board prints it).
     """
 
     name: str = ""
@@ -62,6 +65,8 @@ class Metric:
     target: float | None = None
     min_showers: int = 2
     description: str = ""
+    ranked: bool = True
+    unranked_reason: str = ""
 
     def applies_to(self, dataset: DatasetInfo) -> str | None:
         return None

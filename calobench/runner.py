@@ -139,6 +139,8 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
         entry = {"higher_is_better": m.higher_is_better, "status": "ok", "version": int(getattr(m, "version", 1))}
         if getattr(m, "target", None) is not None:
             entry["target"] = float(m.target)
+        if not getattr(m, "ranked", True):
+            entry.update(ranked=False, unranked_reason=str(getattr(m, "unranked_reason", "") or "not ranked"))
         reason = m.applies_to(ctx.dataset)
         n = min(len(real), len(generated))
         if reason:

@@ -262,3 +262,36 @@ def test_public_api_loads_a_dataset_and_a_finished_run(invoke):
     assert run.config["options"]["steps"] == 30 and run.record["model"] == "tiny_gen"
     out = run.model.generate_batch(conditions={"energy": np.array([2.0, 5.0], np.float32)})
     assert out.shape == (2, 4, 4, 3) and len(run.samples()) == 80
+
+
+def test_unranked_metrics_are_shown_but_do_not_rank(invoke):
+    import toyplugin
+
+    class Diagnostic(toyplugin.TotalEnergyW1):
+        name = "diagnostic"
+        ranked = False
+        unranked_reason = "scores a distortion below the floor"
+
+    class Extra:
+        @staticmethod
+        @calobench.hookimpl
+        def register_metrics(register):
+            register(Diagnostic)
+
+    set_plugins(Plugins(extra=[toyplugin, Extra], load_entrypoints=False))
+    r = invoke(*RUN, "--preset", "default", "--leaderboard", "lb", "--metrics", "diagnostic,e_w1")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(next(Path("lb/records").glob("*.json")).read_text())
+    assert rec["metrics"]["diagnostic"]["ranked"] is False and "e_w1" in rec["metrics"]
+    assert "ranked" not in rec["metrics"]["e_w1"]
+    board = Path("lb/tiny.md").read_text()
+    assert "diagnostic ↓ (unranked)" in board and "- `diagnostic` (unranked): scores a distortion below the floor" in board
+    from calobench.leaderboard import table
+
+    def fake(model, diag, w1):
+        m = {"diagnostic": {**rec["metrics"]["diagnostic"], "value": diag},
+             "e_w1": {**rec["metrics"]["e_w1"], "value": w1}}
+        return {**rec, "model": model, "config_hash": model, "metrics": m}
+
+    df = table([fake("a", 0.0, 2.0), fake("b", 9.0, 1.0)])  # b is better on the only ranked metric
+    assert list(df["model"][1:]) == ["b", "a"]

@@ -1,4 +1,5 @@
-"""Classifier two-sample test (CaloChallenge 2022), with seeded splits.
+"""Classifier two-sample test in the manner of the CaloChallenge 2022 (calobench's protocol: a smaller,
+standardised network with early stopping; the challenge's own is cc_auc_low / cc_auc_high), seeded.
 
 A network with two hidden layers (LeakyReLU) learns to tell real from generated showers,
 on low-level input (cells / incident energy, plus log incident energy; transverse axes

@@ -12,7 +12,8 @@ MAX_CELLS = 4096
 
 
 def mlp(n_in: int, n_out: int, hidden: int = 256) -> nn.Sequential:
-    """Two hidden layers with LeakyReLU (the CaloChallenge classifier's shape)."""
+    """Two hidden layers with LeakyReLU (shaped like the CaloChallenge classifier, smaller: the
+    challenge's own network is cc_auc_low in calobench-calochallenge)."""
     return nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
                          nn.Linear(hidden, n_out))
 

@@ -1,4 +1,5 @@
-"""Fréchet and kernel physics distances (Kansal et al., arXiv 2211.10295; as in JetNet).
+"""Fréchet and kernel physics distances (Kansal et al., arXiv 2211.10295), calobench's protocol
+(jetnet's published one, used by the CaloChallenge, is cc_fpd / cc_kpd in calobench-calochallenge).
 
 Features: the shared high-level observables, each divided by the real sample's max |x|.
 FPD: Fréchet distance of Gaussians fitted to the features, computed on random subsets of

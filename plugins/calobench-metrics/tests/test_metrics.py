@@ -205,3 +205,33 @@ def test_quick_settings_for_smoke_runs(name, samples, tmp_path):
     if name == "triforce":
         cached = sorted(p.name for p in (tmp_path / "metrics").iterdir())
         assert cached == ["triforce-v1-toy9-test-seed0-quick.safetensors", "triforce-v1-toy9-test-seed0.safetensors"]
+
+
+def test_gw_takes_the_better_of_the_independent_and_identity_starts():
+    """Identical structures: the identity coupling is optimal (GW 0); POT's default start from the
+    independent coupling may stop in a local minimum above it (version 1 reported that)."""
+    rng = np.random.default_rng(4)
+    F = rng.normal(size=(500, 30)) @ rng.normal(size=(30, 30))
+    from calobench_metrics.gromov import correlation_distance
+
+    D = correlation_distance(F)
+    D2 = correlation_distance(F + 0.3 * rng.normal(size=F.shape))
+    assert gw_distance(D, D) == pytest.approx(0, abs=1e-12)
+    for other in (D, D2):
+        both = gw_distance(D, other)
+        assert both == min(gw_distance(D, other, starts="identity"), gw_distance(D, other, starts="independent"))
+    assert gw_distance(D, D2) <= gw_distance(D, D2, starts="independent")
+
+
+def test_separation_power_drops_out_of_range_values():
+    from calobench_metrics.separation import binned, in_range_counts
+
+    edges = np.linspace(0.0, 1.0, 11)
+    x = np.array([-0.5, 0.0, 0.05, 0.5, 1.0, 1.5, np.nan])
+    idx = binned(x, edges)
+    assert idx.tolist() == [-1, 0, 0, 5, 9, -1, -1]  # numpy's histogram rule; outside dropped
+    np.testing.assert_array_equal(in_range_counts(idx, 10), np.histogram(x[np.isfinite(x)], edges)[0])
+    assert separation_power(np.zeros(10), np.ones(10)) == 1.0  # nothing in range: disjoint
+    from calobench_metrics.gromov import GromovWassersteinEntropic
+
+    assert GromovWassersteinEntropic.ranked is False and GromovWassersteinEntropic.unranked_reason
