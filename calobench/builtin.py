@@ -5,7 +5,6 @@ Registered through the same hooks as any external plugin (``calobench plugins --
 """
 from __future__ import annotations
 
-
 from .data import read_hdf5
 from .plugins import hookimpl
 

@@ -206,7 +206,28 @@ class ShowerData:
                           dtype=np.float32)
 
 
-class ConcatArray:
+class _LazyRows:
+    """What :class:`ShowerData` asks of a lazy array: ``len``, ``shape``, ``[...]``, step-1 slices and
+    integer indices; subclasses set ``shape`` and implement ``_rows(indices)``."""
+
+    shape: tuple = ()
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if index is Ellipsis:
+            index = slice(None)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError(f"{type(self).__name__} supports step-1 slices only")
+            index = np.arange(start, stop)
+        return self._rows(np.asarray(index, dtype=np.int64))
+
+
+class ConcatArray(_LazyRows):
     """Several lazily read ``[n_i, *shape]`` arrays seen as one (a dataset split over many files).
 
     Supports what :class:`ShowerData` asks of a lazy array: ``len``, ``shape``, ``[...]``,
@@ -216,47 +237,24 @@ class ConcatArray:
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
         self.shape = (int(self.offsets[-1]),) + tuple(self.parts[0].shape[1:])
-        self.dtype = np.dtype(np.float32)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index):
-        if index is Ellipsis:
-            index = slice(None)
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise IndexError("ConcatArray supports step-1 slices only")
-            index = np.arange(start, stop)
-        index = np.asarray(index, dtype=np.int64)
+    def _rows(self, index):
         part = np.searchsorted(self.offsets, index, side="right") - 1
         out = [np.asarray(self.parts[k][index[part == k] - self.offsets[k]], dtype=np.float32)
                for k in np.unique(part)]
         return np.concatenate(out) if out else np.zeros((0,) + self.shape[1:], np.float32)
 
 
-class RowsArray:
+class RowsArray(_LazyRows):
     """The rows ``rows`` (increasing) of a lazily read ``[N, *shape]`` array, seen as one array: a split
     carved out of another (``subset_of``) stays on disk. Same access as :class:`ConcatArray`."""
 
     def __init__(self, base, rows):
         self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
         self.shape = (len(self.rows),) + tuple(base.shape[1:])
-        self.dtype = np.dtype(np.float32)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index):
-        if index is Ellipsis:
-            index = slice(None)
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise IndexError("RowsArray supports step-1 slices only")
-            index = np.arange(start, stop)
-        rows = self.rows[np.asarray(index, dtype=np.int64)]
+    def _rows(self, index):
+        rows = self.rows[index]
         if len(rows) == 0:
             return np.zeros((0,) + self.shape[1:], np.float32)
         if isinstance(self.base, np.ndarray):

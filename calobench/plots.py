@@ -240,16 +240,14 @@ def _profiles(data) -> dict:
 
     g = data.geometry
     if g.binning is not None:
-        vc = g.voxel_centres()
-        total = np.zeros(len(vc["r"]))
-        for b in data.chunks():
-            total += b.array().reshape(len(b), -1).sum(0)
-        total /= max(len(data), 1)
-        long = np.bincount(vc["layer"], weights=total, minlength=g.n_layers)
+        from .observables import binned_profile_index
+
+        ri, _, r_mid, _ = binned_profile_index(g)
+        total = mean_image(data).reshape(-1)
+        long = np.bincount(g.layer_index(), weights=total, minlength=g.n_layers)
         edges = np.unique(np.concatenate([b["r_edges"] for b in g.binning]))
-        idx = np.clip(np.searchsorted(edges, vc["r"]) - 1, 0, len(edges) - 2)
-        trans = np.bincount(idx, weights=total, minlength=len(edges) - 1) / np.diff(edges)
-        return {"long": (g.layer_depths(), long), "trans": ((edges[:-1] + edges[1:]) / 2, trans)}
+        trans = np.bincount(ri, weights=total, minlength=len(r_mid)) / np.diff(edges)
+        return {"long": (g.layer_depths(), long), "trans": (r_mid, trans)}
     m = mean_image(data)
     a = as_xyl(m[None], g)[0]
     xs = (np.arange(a.shape[0]) + 0.5 - a.shape[0] / 2) * (g.cell_size[0] if g.cell_size else 1.0)

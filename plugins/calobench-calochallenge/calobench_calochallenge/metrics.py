@@ -61,25 +61,34 @@ class AUCHigh(_Classifier):
     level = "high"
 
 
-class FPD(_Challenge):
+class _Distance(_Challenge):
+    """A jetnet distance (``protocol.fpd`` / ``protocol.kpd``) on the challenge's high-level features, x 1e3."""
+
+    quick: dict = {}
+
+    def distance(self, real, gen, **kw):
+        raise NotImplementedError
+
+    def compute(self, real, generated, ctx):
+        kw = self.quick if ctx.quick else {}
+        names, R = protocol.high_level(real)
+        v, u = self.distance(R, protocol.high_level(generated)[1], **kw)
+        return MetricResult(v * 1e3, u * 1e3, {"protocol": "calochallenge", "seed": 42, **kw,
+                                               "n_features": len(names)})
+
+
+class FPD(_Distance):
     name = "cc_fpd"
     description = "CaloChallenge FPD x1e3 (jetnet fpd, min_samples 10000) on high-level features"
-
-    def compute(self, real, generated, ctx):
-        kw = QUICK_FPD if ctx.quick else {}
-        v, u = protocol.fpd(protocol.high_level(real)[1], protocol.high_level(generated)[1], **kw)
-        return MetricResult(v * 1e3, u * 1e3, {"protocol": "calochallenge", "seed": 42, **kw,
-                                               "n_features": len(protocol.high_level(real)[0])})
+    quick = QUICK_FPD
+    distance = staticmethod(protocol.fpd)
 
 
-class KPD(_Challenge):
+class KPD(_Distance):
     name = "cc_kpd"
     description = "CaloChallenge KPD x1e3 (jetnet kpd, batch 10000, degree 4) on high-level features"
-
-    def compute(self, real, generated, ctx):
-        kw = QUICK_KPD if ctx.quick else {}
-        v, u = protocol.kpd(protocol.high_level(real)[1], protocol.high_level(generated)[1], **kw)
-        return MetricResult(v * 1e3, u * 1e3, {"protocol": "calochallenge", "seed": 42, **kw})
+    quick = QUICK_KPD
+    distance = staticmethod(protocol.kpd)
 
 
 class SeparationPower(_Challenge):
