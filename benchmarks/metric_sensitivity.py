@@ -9,18 +9,34 @@ test split and
   decorrelated   every cell permuted independently across showers (marginals kept,
                  correlations gone: the per-cell baseline's failure mode)
 and printed with the distance from the floor in units of the combined uncertainty.
+For a refine dataset (one with a counterpart, e.g. airshower_sim) the showers scored are the
+counterpart's (what refined showers are compared with), the source given to the metrics.
+
+The gate: a metric passes on a dataset when it scores each of the three distortions a generator
+makes (energy +5 %, a one-cell shift, decorrelated cells: the audit's) worse than the floor by
+more than 3 combined standard uncertainties. "no noise" is printed as a probe of fine detail
+(0.25 MIP of electronic noise under a 2 MIP threshold), not gated. ``--write leaderboard/sensitivity`` writes the
+table (``<dataset>.md``) and the gate (``<dataset>.json``) that boards in that folder rank by:
+only metrics that pass rank there.
 
     python benchmarks/metric_sensitivity.py [--dataset hgcal] [--n 5000] [--metrics a,b]
+        [--write leaderboard/sensitivity]
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 import calobench
 from calobench import MetricContext, ShowerData
+from calobench.errors import CalobenchError
+from calobench.io import write_json, write_text
+
+GATE_SIGMA = 3.0
+GATED = ("energy +5%", "shift 1 cell", "decorrelated")
 
 
 def scaled(d, f):
@@ -47,39 +63,88 @@ def main():
     ap.add_argument("--dataset", default="hgcal")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--metrics", default=None)
+    ap.add_argument("--write", type=Path, default=None, help="folder for <dataset>.md and the gate <dataset>.json")
     args = ap.parse_args()
     loaded = calobench.load_dataset(args.dataset)
-    ds = loaded.dataset
-    real = ds.load("test").head(args.n)
-    ref = ds.load("reference").head(args.n)
+    ds, source = loaded.dataset, None
+    scored = loaded
+    if ds.counterpart:
+        scored, source = calobench.load_dataset(ds.counterpart), loaded.info
+    real = scored.load("test").head(args.n)
+    ref = scored.load("reference").head(args.n)
     variants = {"floor": ref, "energy +5%": scaled(ref, 1.05), "shift 1 cell": shifted(ref),
                 "decorrelated": decorrelated(ref)}
-    if ds.entry.get("simulator") == "hgcal":
+    if scored.dataset.entry.get("simulator") == "hgcal":
         sim = calobench.registry().simulators["hgcal"]
         variants["no noise"] = sim.simulate(len(ref), np.random.default_rng(12345), noise_mip=0.0)
     metrics = calobench.get_metrics(args.metrics.split(",") if args.metrics else None)
-    ctx = MetricContext(dataset=loaded.info, seed=0)
-    print(f"dataset {args.dataset}: {len(real)} real test showers vs {len(ref)} per variant")
+    ctx = MetricContext(dataset=scored.info, seed=0, source=source)
+    print(f"dataset {args.dataset}: {len(real)} real test showers vs {len(ref)} per variant"
+          + (f" (showers of its counterpart {ds.counterpart})" if source else ""))
     header = f"{'metric':<28}" + "".join(f"{v:>26}" for v in variants)
     print(header)
     print("-" * len(header))
+    gate, md = {}, []
     for m in metrics:
         if m.applies_to(ctx.dataset):
             continue
         t0 = time.perf_counter()
-        res = {k: m.compute(real, v, ctx) for k, v in variants.items()}
+        try:
+            res = {k: m.compute(real, v, ctx) for k, v in variants.items()}
+        except (CalobenchError, ValueError, RuntimeError) as exc:
+            print(f"{m.name:<28} failed: {exc}")
+            gate[m.name] = {"version": int(m.version), "pass": False, "reason": f"could not be measured ({exc})"}
+            continue
         f = res["floor"]
-        cells = []
+        cells, sigmas = [], {}
         for k, r in res.items():
             if k == "floor":
                 cells.append(f"{r.value:.4g} ± {r.uncertainty:.2g}")
             else:
-                sig = (r.value - f.value) / max(np.hypot(r.uncertainty, f.uncertainty), 1e-12)
+                sig = (r.value - f.value) / max(np.hypot(r.uncertainty, f.uncertainty), 1e-300)
                 sig = -sig if m.higher_is_better else sig
+                if m.target is not None:
+                    sig = (abs(r.value - m.target) - abs(f.value - m.target)) / max(
+                        np.hypot(r.uncertainty, f.uncertainty), 1e-300)
+                sigmas[k] = float(sig)
                 cells.append(f"{r.value:.4g} ({sig:+.1f}σ)")
+        blind = [f"{k} {s:+.1f}σ" for k, s in sigmas.items() if k in GATED and not s > GATE_SIGMA]
+        passed = not blind
+        gate[m.name] = {"version": int(m.version), "uncertainty_version": int(getattr(m, "uncertainty_version", 1)),
+                        "pass": passed, "floor": [float(f.value), float(f.uncertainty)],
+                        "distortions": {k: {"value": float(r.value), "uncertainty": float(r.uncertainty),
+                                            "sigma": sigmas[k]} for k, r in res.items() if k != "floor"},
+                        **({} if passed else {"reason": "within 3 sigma of the floor (or better) on "
+                                              + ", ".join(blind)})}
+        md.append(f"| {m.name} {m.arrow} | " + " | ".join(cells) + f" | {'ranked' if passed else 'unranked'} |")
         print(f"{m.name + ' ' + m.arrow:<28}" + "".join(f"{c:>26}" for c in cells)
-              + f"   [{time.perf_counter() - t0:.0f} s]")
-    print("\n(+Nσ: worse than the floor by N combined standard uncertainties; ↓ lower / ↑ higher is better)")
+              + f"   [{time.perf_counter() - t0:.0f} s]" + ("" if passed else "   (fails the gate)"), flush=True)
+    print("\n(+Nσ: worse than the floor by N combined standard uncertainties; ↓ lower / ↑ higher is better; "
+          f"the gate: {', '.join(GATED)} each > +{GATE_SIGMA:g}σ)")
+    if args.write:
+        from calobench.provenance import provenance, provenance_markdown
+
+        prov = provenance()
+        write_json(args.write / f"{args.dataset}.json",
+                   {"dataset": args.dataset, "dataset_key": scored.info.key, "n": len(real), "sigma": GATE_SIGMA,
+                    "command": f"python benchmarks/metric_sensitivity.py --dataset {args.dataset} --n {args.n} "
+                               f"--write {args.write}", "metrics": gate, "provenance": prov})
+        head = "| metric | " + " | ".join(variants) + " | gate |\n|---|" + "---:|" * len(variants) + "---|\n"
+        write_text(args.write / f"{args.dataset}.md",
+                   f"# Sensitivity gate: `{args.dataset}`\n\n{provenance_markdown(prov)}\n"
+                   f"Generated by `python benchmarks/metric_sensitivity.py --dataset {args.dataset} --n {args.n} "
+                   f"--write {args.write}`; do not edit. Every metric on {len(real)} real test showers"
+                   + (f" of `{ds.counterpart}`" if source else "")
+                   + " against the independent reference split (floor) and distortions of it: cells x 1.05, "
+                   "shifted by one cell in x, every cell permuted across showers (decorrelated)"
+                   + (", a sample simulated without electronic noise (a probe of fine detail, not gated)"
+                      if "no noise" in variants else "")
+                   + f". (+Nσ: worse than the floor by N combined standard uncertainties.) A metric ranks on this "
+                   f"dataset's boards only if each of {', '.join(GATED)} is worse than the floor by more than "
+                   f"{GATE_SIGMA:g}σ. Uncertainties: each metric's own ±, checked against the spread over "
+                   "independent pairs by benchmarks/uncertainty_calibration.py."
+                   "\n\n" + head + "\n".join(md) + "\n")
+        print(f"wrote {args.write / (args.dataset + '.md')} and the gate {args.write / (args.dataset + '.json')}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ The floor row (every metric on two independent real samples) is shared by the wh
 floors are computed with one fixed seed per (dataset key, metric version, N). Rows are ranked by
 the mean of their per-metric ranks; a metric with a target value ranks by the distance to it.
 Records of presets that are not for boards (``ranked: false``, e.g. smoke runs) are refused.
+
+Sensitivity gate: when the board folder holds ``sensitivity/<dataset>.json`` (written by
+``benchmarks/metric_sensitivity.py --write``), only the metrics that passed it at the records'
+metric version rank; the others are shown unranked with the gate's reason. Without that file
+every metric ranks (the board says so).
 """
 from __future__ import annotations
 
@@ -79,13 +84,47 @@ def _arrow(e: dict) -> str:
     return ("↑" if e.get("higher_is_better") else "↓") + mark
 
 
-def unranked(records: list) -> dict:
-    """metric -> why it is shown but not ranked (from the records' metric entries)."""
+GATE_DIR = "sensitivity"
+
+
+def read_gate(folder, dataset: str) -> dict | None:
+    """The sensitivity gate table of ``dataset`` kept with the board folder, or None."""
+    path = Path(folder) / GATE_DIR / f"{dataset}.json"
+    if not path.exists():
+        return None
+    gate = read_json(path)
+    if not isinstance(gate, dict) or not isinstance(gate.get("metrics"), dict):
+        raise CalobenchError(f"{path}: not a sensitivity gate table; regenerate it with "
+                             "benchmarks/metric_sensitivity.py --write")
+    return gate
+
+
+def gate_reason(gate: dict | None, metric: str, version: int) -> str | None:
+    """Why ``metric`` (at ``version``) may not rank under ``gate``; None when it may."""
+    if gate is None:
+        return None
+    g = gate["metrics"].get(metric)
+    if g is None:
+        return f"not in this board's sensitivity gate table ({GATE_DIR}/{gate.get('dataset', '?')}.md)"
+    if int(g.get("version", 1)) != int(version):
+        return (f"the sensitivity gate measured version {g.get('version', 1)}, these records carry version {version} "
+                "(rerun the gate or the runs)")
+    if not g.get("pass"):
+        return f"fails the sensitivity gate: {g.get('reason', 'a distortion within 3 sigma of the floor')}"
+    return None
+
+
+def unranked(records: list, gate: dict | None = None) -> dict:
+    """metric -> why it is shown but not ranked (the records' metric entries, then the gate)."""
     out = {}
     for r in records:
         for m, e in r["metrics"].items():
             if e.get("ranked", True) is False:
                 out[m] = e.get("unranked_reason", "not ranked")
+            elif m not in out and e.get("status", "ok") == "ok":
+                why = gate_reason(gate, m, e.get("version", 1))
+                if why:
+                    out[m] = why
     return dict(sorted(out.items()))
 
 
@@ -138,15 +177,16 @@ def floors(records: list) -> dict:
     return out
 
 
-def table(records: list, references=()) -> pd.DataFrame:
-    """The leaderboard of one dataset key as a DataFrame (floor row first, then published references)."""
+def table(records: list, references=(), gate: dict | None = None) -> pd.DataFrame:
+    """The leaderboard of one dataset key as a DataFrame (floor row first, then published references);
+    ``gate``: the dataset's sensitivity gate table (only metrics that pass it rank)."""
     grouped = rows(records)
     metric_names = sorted({m for g in grouped for m in g["metrics"]})
     proto = {}
     for r in records:
         for m, e in r["metrics"].items():
             proto.setdefault(m, e)
-    for m in unranked(records):
+    for m in unranked(records, gate):
         proto[m] = {**proto[m], "ranked": False}
     ranks, counts = np.zeros(len(grouped)), np.zeros(len(grouped))
     for m in metric_names:
@@ -238,7 +278,9 @@ def render(folder, datasets=None, references=None) -> list:
             continue
         n_rows = len({(r["model"], r["config_hash"]) for r in recs})
         refs = references_for(references, ds)
-        df = table(recs, refs)
+        gate = read_gate(folder, ds)
+        why_unranked = unranked(recs, gate)
+        df = table(recs, refs, gate)
         fl = floors(recs)
         ns = sorted({v[2] for v in fl.values()})
         text = (f"# Leaderboard: `{ds}`\n\n"
@@ -255,10 +297,14 @@ def render(folder, datasets=None, references=None) -> list:
                    else "")
                 + (" *ref* rows: published results (their source in the plugin column), measured by the "
                    "publication's own protocol on the public files; shown for comparison, never ranked; "
-                   "blank cells: not published." if refs else "") + "\n\n"
-                + df.to_markdown(index=False) + "\n"
-                + "".join(f"\n- `{m}` (unranked): {why}" for m, why in unranked(recs).items())
-                + ("\n" if unranked(recs) else ""))
+                   "blank cells: not published." if refs else "")
+                + (f" Only metrics that pass the sensitivity gate rank (`{GATE_DIR}/{ds}.md`: cells x 1.05, shifted "
+                   "by one cell and decorrelated across showers each scored worse than the floor by more than "
+                   "3 sigma)." if gate is not None else
+                   f" No sensitivity gate table (`{GATE_DIR}/{ds}.json`) for this dataset: every metric ranks.")
+                + "\n\n" + df.to_markdown(index=False) + "\n"
+                + "".join(f"\n- `{m}` (unranked): {why}" for m, why in why_unranked.items())
+                + ("\n" if why_unranked else ""))
         path = folder / f"{stem}.md"
         write_text(path, text)
         written.append(path)

@@ -50,7 +50,9 @@ class Metric:
     ``applies_to`` returns None or the reason the metric does not apply (the leaderboard
     shows n/a). ``min_showers`` is the smallest sample the metric can say anything about;
     below it the runner skips the metric with a note instead of failing the run.
-    ``version``: bump it whenever the definition changes (floors and boards keep versions apart).
+    ``version``: bump it whenever the definition changes (floors and boards keep versions apart);
+    ``uncertainty_version``: bump it when only the ± changes (cached floors are recomputed, records
+    carry it, the value stays comparable across it).
     ``target``: the ideal value when it is neither the smallest nor the largest (e.g. a ratio
     whose ideal is 1); rows are then ranked by the distance to it.
     A NaN/inf value is recorded as a failed metric.
@@ -62,6 +64,7 @@ class Metric:
     name: str = ""
     higher_is_better: bool = False
     version: int = 1
+    uncertainty_version: int = 1
     target: float | None = None
     min_showers: int = 2
     description: str = ""

@@ -95,7 +95,8 @@ def check_finite(data: ShowerData, what: str) -> None:
 def floor_key(dataset_key: str, metric, n: int, device: str, quick: bool = False) -> dict:
     return {"dataset_key": dataset_key, "real": "test", "reference": "reference", "metric": metric.name,
             "metric_version": int(getattr(metric, "version", 1)), "n": int(n), "seed": FLOOR_SEED,
-            "device": torch.device(device).type, **({"quick": True} if quick else {})}
+            "device": torch.device(device).type, **({"quick": True} if quick else {}),
+            **({"uncertainty_version": uv} if (uv := int(getattr(metric, "uncertainty_version", 1))) != 1 else {})}
 
 
 def compute_floor(metric, real: ShowerData, reference: ShowerData, ctx: MetricContext, dataset_key: str,
@@ -137,6 +138,8 @@ def score(metrics, real: ShowerData, generated: ShowerData, ctx: MetricContext, 
     floor_ctx = dataclasses.replace(ctx, shared={})
     for m in metrics:
         entry = {"higher_is_better": m.higher_is_better, "status": "ok", "version": int(getattr(m, "version", 1))}
+        if int(getattr(m, "uncertainty_version", 1)) != 1:
+            entry["uncertainty_version"] = int(m.uncertainty_version)
         if getattr(m, "target", None) is not None:
             entry["target"] = float(m.target)
         if not getattr(m, "ranked", True):
@@ -280,8 +283,8 @@ def run(opts: RunOptions) -> dict:
     reg = plugins.registry
     catalog = Catalog(reg, opts.datasets_files)
     model_cls = reg.get("model", opts.model)
-    options, settings = model_cls.resolve(opts.preset, opts.overrides)  # before any data are touched
     ds_name = model_cls.dataset_views.get(opts.dataset, opts.dataset)
+    options, settings = model_cls.resolve(opts.preset, opts.overrides, ds_name)  # before any data are touched
     ds = catalog.get(ds_name)
     metrics = select_metrics(reg, opts.metrics)
     device = resolve_device(opts.device)

@@ -295,3 +295,42 @@ def test_unranked_metrics_are_shown_but_do_not_rank(invoke):
 
     df = table([fake("a", 0.0, 2.0), fake("b", 9.0, 1.0)])  # b is better on the only ranked metric
     assert list(df["model"][1:]) == ["b", "a"]
+
+
+def test_boards_rank_only_on_metrics_that_pass_the_sensitivity_gate(invoke):
+    """A gate table beside the board (leaderboard/sensitivity/<dataset>.json, as
+    benchmarks/metric_sensitivity.py --write makes it): a metric that fails it, or was gated at
+    another version, is shown unranked with the reason; without the table every metric ranks."""
+    from calobench.io import write_json
+    from calobench.leaderboard import read_gate, table
+
+    r = invoke(*RUN, "--preset", "default", "--leaderboard", "lb", "--metrics", "e_w1,e_w1_twin")
+    assert r.exit_code == 0, r.output
+    board = Path("lb/tiny.md").read_text()
+    assert "No sensitivity gate table" in board and "(unranked)" not in board
+    gate = {"dataset": "tiny", "metrics": {
+        "e_w1": {"version": 1, "pass": True},
+        "e_w1_twin": {"version": 1, "pass": False, "reason": "within 3 sigma of the floor (or better) on "
+                                                              "energy +5% +0.4σ"}}}
+    write_json(Path("lb/sensitivity/tiny.json"), gate)
+    assert invoke("leaderboard", "--dir", "lb").exit_code == 0
+    board = Path("lb/tiny.md").read_text()
+    assert "e_w1_twin ↓ (unranked)" in board and "| e_w1 ↓ " in board
+    assert "- `e_w1_twin` (unranked): fails the sensitivity gate: within 3 sigma of the floor (or better) on " \
+           "energy +5% +0.4σ" in board
+    rec = json.loads(next(Path("lb/records").glob("*.json")).read_text())
+
+    def fake(model, w1, twin):
+        return {**rec, "model": model, "config_hash": model,
+                "metrics": {"e_w1": {**rec["metrics"]["e_w1"], "value": w1},
+                            "e_w1_twin": {**rec["metrics"]["e_w1_twin"], "value": twin}}}
+
+    recs = [fake("a", 2.0, 0.0), fake("b", 1.0, 9.0)]
+    assert list(table(recs, gate=read_gate("lb", "tiny"))["model"][1:]) == ["b", "a"]  # e_w1 alone decides
+    gate["metrics"]["e_w1"]["version"] = 2  # gated at another version than the records carry: not ranked
+    write_json(Path("lb/sensitivity/tiny.json"), gate)
+    assert invoke("leaderboard", "--dir", "lb").exit_code == 0
+    assert "the sensitivity gate measured version 2, these records carry version 1" in Path("lb/tiny.md").read_text()
+    Path("lb/sensitivity/tiny.json").write_text("[1, 2]")
+    line = one_error_line(invoke("leaderboard", "--dir", "lb"))
+    assert "not a sensitivity gate table" in line

@@ -23,7 +23,7 @@ from scipy.spatial.distance import cdist
 
 from calobench import Metric, MetricResult
 
-from .common import bootstrap, feature_table, profiles, usable_columns
+from .common import half_spread, feature_table, profiles, usable_columns
 
 
 def gw_features(data) -> tuple:
@@ -61,6 +61,7 @@ class GromovWasserstein(Metric):
     name = "gromov_wasserstein"
     description = "GW distance of feature correlation-distance matrices (POT, best of independent and identity starts)"
     min_showers = 50
+    uncertainty_version = 2  # from disjoint halves (common.half_spread)
     entropic = False
     version = 2
 
@@ -74,9 +75,10 @@ class GromovWasserstein(Metric):
             return gw_distance(correlation_distance(R[ir]), correlation_distance(G[ig]), self.entropic)
 
         v = value(slice(None), slice(None))
-        unc = bootstrap(value, len(R), len(G), ctx.rng(2), n=10)
-        return MetricResult(v, unc, {"n_features": len(cols), "solver": "entropic" if self.entropic else
-                                     "conditional gradient, best of independent and identity starts"})
+        details = {"n_features": len(cols), "solver": "entropic" if self.entropic else
+                   "conditional gradient, best of independent and identity starts"}
+        unc = half_spread(value, len(R), len(G), ctx.rng(2), v, n=10, details=details)
+        return MetricResult(v, unc, details)
 
 
 class GromovWassersteinEntropic(GromovWasserstein):

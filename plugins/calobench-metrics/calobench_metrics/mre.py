@@ -8,7 +8,7 @@ import numpy as np
 from calobench import Metric, MetricResult
 from calobench.observables import features
 
-from .common import bootstrap, condition_bins, profiles
+from .common import floor_or_bootstrap, condition_bins, profiles
 
 
 def relative_error(r: np.ndarray, g: np.ndarray) -> float:
@@ -29,22 +29,26 @@ class MRE(Metric):
     name = "mre"
     description = "mean relative error of shower shapes and sampling fraction"
     min_showers = 20
+    uncertainty_version = 2  # halves near the floor, else null-corrected bootstrap
 
     def compute(self, real, generated, ctx):
         pr, pg = profiles(real), profiles(generated)
         fr, fg = features(real), features(generated)
         sfr, sfg = fr.get("E_ratio"), fg.get("E_ratio")
-        edges = np.linspace(*np.percentile(sfr, [0.5, 99.5]), 31) if sfr is not None else None
         bins = condition_bins(real, generated)
 
-        def value(ir, ig, detail=None):
+        def value(ir, ig, detail=None, other=(pg, sfg, 2)):
+            po, sfo, side = other  # the second sample: generated (bins' generated index) or real (the null)
+            # the histogram range from the real showers in hand: part of what varies between samples
+            edges = np.linspace(*np.percentile(sfr[ir], [0.5, 99.5]), 31) if sfr is not None else None
             errs = []
-            for label, br, bg in bins:
-                sel_r, sel_g = ir[np.isin(ir, br)], ig[np.isin(ig, bg)]
+            for b in bins:
+                label, br, bo = b[0], b[1], b[side]
+                sel_r, sel_g = ir[np.isin(ir, br)], ig[np.isin(ig, bo)]
                 if len(sel_r) < 5 or len(sel_g) < 5:
                     continue
-                e = shape_errors({a: p[sel_r] for a, p in pr.items()}, {a: p[sel_g] for a, p in pg.items()},
-                                 None if sfr is None else sfr[sel_r], None if sfg is None else sfg[sel_g], edges)
+                e = shape_errors({a: p[sel_r] for a, p in pr.items()}, {a: p[sel_g] for a, p in po.items()},
+                                 None if sfr is None else sfr[sel_r], None if sfo is None else sfo[sel_g], edges)
                 if detail is not None:
                     detail[label] = e
                 errs.append(np.nanmean(list(e.values())))
@@ -52,5 +56,7 @@ class MRE(Metric):
 
         detail = {}
         v = value(np.arange(len(real)), np.arange(len(generated)), detail)
-        unc = bootstrap(value, len(real), len(generated), ctx.rng(5))
-        return MetricResult(v, unc, {"per_condition_bin": detail})
+        details = {"per_condition_bin": detail}
+        unc = floor_or_bootstrap(value, lambda i1, i2: value(i1, i2, other=(pr, sfr, 1)), len(real),
+                                 len(generated), ctx.rng(5), v, details=details)
+        return MetricResult(v, unc, details)

@@ -8,7 +8,7 @@ from scipy.spatial.distance import jensenshannon
 
 from calobench import Metric, MetricResult
 
-from .common import bootstrap
+from .common import half_spread
 
 EDGES = np.linspace(-7, 5, 101)
 
@@ -43,9 +43,12 @@ class MSCN(Metric):
     name = "mscn"
     description = "Jensen-Shannon distance of MSCN coefficient histograms"
     min_showers = 10
+    uncertainty_version = 2  # from disjoint halves (common.half_spread)
 
     def compute(self, real, generated, ctx):
         Hr, Hg = mscn_histograms(real), mscn_histograms(generated)
         value = js(Hr.sum(0), Hg.sum(0))
-        unc = bootstrap(lambda ir, ig: js(Hr[ir].sum(0), Hg[ig].sum(0)), len(Hr), len(Hg), ctx.rng(4))
-        return MetricResult(value, unc, {"bins": [-7, 5, 100]})
+        details = {"bins": [-7, 5, 100]}
+        unc = half_spread(lambda ir, ig: js(Hr[ir].sum(0), Hg[ig].sum(0)), len(Hr), len(Hg), ctx.rng(4), value,
+                          details=details)
+        return MetricResult(value, unc, details)

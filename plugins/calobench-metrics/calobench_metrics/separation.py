@@ -10,7 +10,7 @@ import numpy as np
 
 from calobench import Metric, MetricResult
 
-from .common import bootstrap, feature_table, usable_columns
+from .common import feature_table, half_spread, usable_columns
 
 N_BINS = 30
 
@@ -42,23 +42,26 @@ class SeparationPower(Metric):
     name = "separation_power"
     description = "mean separation power of observable histograms"
     min_showers = 20
+    uncertainty_version = 2  # from disjoint halves (common.half_spread)
     version = 2
 
     def compute(self, real, generated, ctx):
         names, R = feature_table(real)
         _, G = feature_table(generated)
         cols = usable_columns(R)
-        idx_r, idx_g = [], []
-        for c in cols:
-            lo, hi = np.percentile(R[:, c], [0.5, 99.5])
-            edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, N_BINS + 1)
-            idx_r.append(binned(R[:, c], edges))
-            idx_g.append(binned(G[:, c], edges))
 
         def per_feature(ir, ig):
-            return [separation_power(in_range_counts(br[ir], N_BINS), in_range_counts(bg[ig], N_BINS))
-                    for br, bg in zip(idx_r, idx_g)]
+            out = []
+            for c in cols:  # the range from the real showers in hand: part of what varies between samples
+                r, g = R[ir, c], G[ig, c]
+                lo, hi = np.percentile(r, [0.5, 99.5])
+                edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, N_BINS + 1)
+                out.append(separation_power(in_range_counts(binned(r, edges), N_BINS),
+                                            in_range_counts(binned(g, edges), N_BINS)))
+            return out
 
         sp = per_feature(np.arange(len(R)), np.arange(len(G)))
-        unc = bootstrap(lambda ir, ig: float(np.mean(per_feature(ir, ig))), len(R), len(G), ctx.rng(6))
-        return MetricResult(float(np.mean(sp)), unc, {"per_observable": dict(zip([names[c] for c in cols], sp))})
+        details = {"per_observable": dict(zip([names[c] for c in cols], sp))}
+        unc = half_spread(lambda ir, ig: float(np.mean(per_feature(ir, ig))), len(R), len(G), ctx.rng(6),
+                          float(np.mean(sp)), details=details)
+        return MetricResult(float(np.mean(sp)), unc, details)

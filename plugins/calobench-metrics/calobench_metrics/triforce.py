@@ -20,7 +20,7 @@ import torch
 from calobench import CalobenchError, Metric, MetricResult, cache_dir
 from calobench.training import cached_tensors
 
-from .common import bootstrap, condition_bins, feature_table, primary_condition
+from .common import half_spread, condition_bins, feature_table, primary_condition
 from .nets import Standardise, low_level, mlp, seeded_init, train
 
 MAX_TRAIN = 30_000
@@ -94,6 +94,7 @@ class Triforce(Metric):
     name = "triforce"
     description = "regressor trained on real: |bias/resolution difference| gen vs real"
     min_showers = 50
+    uncertainty_version = 2  # from disjoint halves (common.half_spread)
 
     def applies_to(self, dataset):
         if not dataset.conditions:
@@ -126,5 +127,6 @@ class Triforce(Metric):
 
         detail = {}
         v = value(np.arange(len(real)), np.arange(len(generated)), detail)
-        unc = bootstrap(value, len(real), len(generated), ctx.rng(9))
-        return MetricResult(v, unc, {"per_condition_bin": detail, "conditions": reg.names})
+        details = {"per_condition_bin": detail, "conditions": reg.names}
+        unc = half_spread(value, len(real), len(generated), ctx.rng(9), v, details=details)
+        return MetricResult(v, unc, details)

@@ -235,3 +235,52 @@ def test_separation_power_drops_out_of_range_values():
     from calobench_metrics.gromov import GromovWassersteinEntropic
 
     assert GromovWassersteinEntropic.ranked is False and GromovWassersteinEntropic.unranked_reason
+
+
+# -- uncertainties: the ± is the spread over independent pairs ----------------
+@pytest.mark.parametrize("shift", [0.0, 0.3])  # at the floor, and far from it (delta^2 ~ 20x the noise)
+def test_half_spread_matches_the_spread_over_independent_pairs(shift):
+    """A quadratic distance, D = (mean_R - mean_G)^2 over 3 features: the reported ± (disjoint halves)
+    against the spread of D over 300 independent pairs. The plain bootstrap overstates the floor's
+    spread (sqrt(3) in theory for one chi^2 term); the halves must be within 25 %."""
+    from calobench_metrics.common import bootstrap, half_spread
+
+    rng = np.random.default_rng(0)
+    n = 400
+
+    def dist(a, b):
+        return float(np.sum((a.mean(0) - b.mean(0)) ** 2))
+
+    vals, halves, boots = [], [], []
+    for k in range(300):
+        R, G = rng.normal(size=(n, 3)), rng.normal(shift / np.sqrt(3), 1.0, size=(n, 3))
+        v = dist(R, G)
+        vals.append(v)
+        fn = lambda ir, ig: dist(R[ir], G[ig])  # noqa: E731
+        halves.append(half_spread(fn, n, n, np.random.default_rng(k), v))
+        if k < 100:
+            boots.append(bootstrap(fn, n, n, np.random.default_rng(k)))
+    true = np.std(vals, ddof=1)
+    assert 0.8 < true / np.mean(halves) < 1.25
+    if shift == 0.0:
+        assert true / np.mean(boots) < 0.75  # the bootstrap's overstatement the halves remove
+
+
+def test_null_corrected_bootstrap_at_the_floor():
+    """FPD's ± (bootstrap minus twice the null variance): for a floor-level quadratic distance the
+    plain bootstrap is ~sqrt(3) too wide, the corrected one within 25 % of the true spread."""
+    from calobench_metrics.common import bootstrap
+
+    rng = np.random.default_rng(1)
+    n = 400
+
+    def dist(a, b):
+        return float(np.sum((a.mean(0) - b.mean(0)) ** 2))
+
+    vals, corrected = [], []
+    for k in range(200):
+        R, G = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
+        vals.append(dist(R, G))
+        corrected.append(bootstrap(lambda ir, ig: dist(R[ir], G[ig]), n, n, np.random.default_rng(k),
+                                   null=lambda i1, i2: dist(R[i1], R[i2])))
+    assert 0.8 < np.std(vals, ddof=1) / np.mean(corrected) < 1.25
