@@ -96,18 +96,24 @@ class Model:
         return None
 
     @classmethod
-    def resolve(cls, preset: str, overrides: dict | None = None):
-        """The validated (Options, RunSettings) of ``preset`` with ``overrides``; one-line errors."""
+    def resolve(cls, preset: str, overrides: dict | None = None, dataset: str | None = None):
+        """The validated (Options, RunSettings) of ``preset`` on ``dataset`` with ``overrides``;
+        one-line errors. A preset may hold ``"per_dataset": {name: {...}}``: values that replace
+        the preset's own on that dataset (a model that serves every geometry sizes itself per
+        dataset in the open: the effective values are in the run's config and its hash)."""
         from .options import resolve
 
         if preset not in cls.presets:
             raise CalobenchError(f"model '{cls.name}' has no preset '{preset}' (presets: {', '.join(cls.presets)})")
-        return resolve(cls.Options, f"model '{cls.name}'", {**cls.presets[preset], **(overrides or {})})
+        values = dict(cls.presets[preset])
+        per_dataset = values.pop("per_dataset", {}) or {}
+        return resolve(cls.Options, f"model '{cls.name}'",
+                       {**values, **per_dataset.get(dataset, {}), **(overrides or {})})
 
     @classmethod
-    def config_for(cls, preset: str, overrides: dict | None = None) -> dict:
-        """The model's effective options of ``preset`` with ``overrides``, as a dict."""
-        return cls.resolve(preset, overrides)[0].model_dump()
+    def config_for(cls, preset: str, overrides: dict | None = None, dataset: str | None = None) -> dict:
+        """The model's effective options of ``preset`` (on ``dataset``) with ``overrides``, as a dict."""
+        return cls.resolve(preset, overrides, dataset)[0].model_dump()
 
     def warn_extrapolation(self, conditions: dict, names=None, describe=None) -> None:
         """Warn (once per model) when conditions leave the ranges the model was trained on: allowed,

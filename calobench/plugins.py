@@ -237,11 +237,12 @@ class Plugins:
 
 
 def _check_presets(model_cls) -> str | None:
-    for preset in model_cls.presets:
-        try:
-            model_cls.resolve(preset)
-        except CalobenchError as exc:
-            return f"preset '{preset}': {exc}"
+    for preset, values in model_cls.presets.items():
+        for dataset in [None, *((values or {}).get("per_dataset") or {})]:
+            try:
+                model_cls.resolve(preset, dataset=dataset)
+            except CalobenchError as exc:
+                return f"preset '{preset}'{f' on {dataset}' if dataset else ''}: {exc}"
     return None
 
 

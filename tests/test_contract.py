@@ -126,3 +126,44 @@ def test_sampling_with_gradients():
 
     out = NeedsGrad(INFO, {}, torch.device("cpu")).generate_batch({"energy": np.ones(3)})
     assert out.shape == (3, 2) and np.all(out == 2)
+
+
+def test_a_preset_may_size_itself_per_dataset_in_the_open(invoke):
+    """``per_dataset`` values replace the preset's own on that dataset: the run's config (and hash)
+    carry the effective values; --set still wins; a bad per-dataset value fails the plugin's load."""
+    import toyplugin
+
+    class Sized(toyplugin.TinyGen):
+        name = "sized_gen"
+        presets = {**toyplugin.TinyGen.presets,
+                   "default": {**toyplugin.TinyGen.presets["default"], "per_dataset": {"tiny_big": {"steps": 7}}}}
+
+    assert Sized.config_for("default")["steps"] == 60
+    assert Sized.config_for("default", dataset="tiny_big")["steps"] == 7
+    assert Sized.config_for("default", {"steps": 9}, dataset="tiny_big")["steps"] == 9
+
+    class Extra:
+        @staticmethod
+        @calobench.hookimpl
+        def register_models(register):
+            register(Sized)
+
+    set_plugins(Plugins(extra=[toyplugin, Extra], load_entrypoints=False))
+    r = invoke("run", "--model", "sized_gen", "--dataset", "tiny", "--quiet", "--no-timing", "--no-plots")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(next(Path("runs").glob("*/config.json")).read_text())
+    assert cfg["options"]["steps"] == 60
+
+    class Broken(Sized):
+        name = "broken_sized"
+        presets = {**Sized.presets, "default": {"per_dataset": {"tiny_big": {"steps": -1}}}}
+
+    class Extra2:
+        @staticmethod
+        @calobench.hookimpl
+        def register_models(register):
+            register(Broken)
+
+    set_plugins(Plugins(extra=[toyplugin, Extra2], load_entrypoints=False))
+    r = invoke("run", "--model", "broken_sized", "--dataset", "tiny", "--quiet")
+    assert r.exit_code != 0 and "preset 'default' on tiny_big" in r.output and "Traceback" not in r.output

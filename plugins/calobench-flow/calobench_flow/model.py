@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import calobench
 
-from .representation import Representation
+from .representation import ZERO_WIDTH, Representation
 
 
 class FlowOptions(calobench.Options):
@@ -41,6 +41,13 @@ class FlowOptions(calobench.Options):
     n_fit: PositiveInt = 20_000  # showers that set the representation's mean and spread
     energy: Literal["total", "layers"] = "total"  # energy features: E_tot + layer fractions, or layer energies
     zero_gap: float = 0.5  # gap between the zeros' region and the hits' in log(x / threshold)
+    calibrate_hits: bool = False  # after training: set the decoding boundary so validation hit counts match
+    n_calibrate: PositiveInt = 2000  # validation showers generated for that
+    backbone: Literal["auto", "mlp", "layers"] = "auto"  # auto: an MLP up to MLP_MAX_FEATURES features, else layers
+    heads: PositiveInt = 4  # attention heads of the layer transformer
+
+
+MLP_MAX_FEATURES = 8192  # above: the layer transformer (an MLP's input and output layers grow with the cells)
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -86,6 +93,75 @@ class Velocity(nn.Module):
         return self.out(h)
 
 
+class LayerVelocity(nn.Module):
+    """v(x_t, t, c) for large geometries: a transformer over the calorimeter layers.
+
+    Each layer's cells are one token (a linear embedding of the layer's log cells, shared by the
+    layers, plus a learnt layer position), the energy features one more; ``blocks`` pre-norm
+    transformer blocks whose inputs the (time, condition) embedding shifts and scales (adaLN, as
+    in DiT); a linear read-out per token back to its cells. The cells of a layer talk to the
+    other layers only through its token: the longitudinal correlations are the attention's, the
+    lateral ones the embedding's. An MLP over 65 025 LCD cells would hold 67 M parameters in its
+    input and output layers alone."""
+
+    def __init__(self, rep, n_cond: int, width: int, blocks: int, time_dim: int, heads: int = 4):
+        super().__init__()
+        self.time_dim, self.n_energy = time_dim, rep.n_energy
+        layer_of = rep.layer_of.cpu()
+        per_layer = torch.bincount(layer_of, minlength=rep.n_layers)
+        self.tokens, self.cells = rep.n_layers, int(per_layer.max())
+        # the cell feature index of token l, slot p (padded with a spare zero column)
+        index = torch.full((rep.n_layers, self.cells), rep.n_cells, dtype=torch.long)
+        for layer in range(rep.n_layers):
+            cells = torch.nonzero(layer_of == layer).flatten()
+            index[layer, : len(cells)] = cells
+        self.register_buffer("index", index, persistent=False)
+        self.embed = nn.Sequential(nn.Linear(time_dim + n_cond, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
+        self.cell_in = nn.Linear(self.cells, width)
+        self.energy_in = nn.Linear(rep.n_energy, width)
+        self.position = nn.Parameter(torch.zeros(rep.n_layers + 1, width))
+        self.blocks = nn.ModuleList(TransformerBlock(width, width, heads) for _ in range(blocks))
+        self.norm = nn.LayerNorm(width)
+        self.cell_out = nn.Linear(width, self.cells)
+        self.energy_out = nn.Linear(width, rep.n_energy)
+
+    def forward(self, x, t, c):
+        emb = self.embed(torch.cat([time_embedding(t, self.time_dim), c], 1))
+        e, v = x[:, : self.n_energy], x[:, self.n_energy :]
+        v = torch.cat([v, torch.zeros_like(v[:, :1])], 1)  # the padding column
+        layers = v[:, self.index]  # [B, L, cells]
+        h = torch.cat([self.energy_in(e)[:, None], self.cell_in(layers)], 1) + self.position
+        for b in self.blocks:
+            h = b(h, emb)
+        h = self.norm(h)
+        out_v = self.cell_out(h[:, 1:])  # [B, L, cells]
+        flat = torch.zeros(len(x), v.shape[1], dtype=x.dtype, device=x.device)
+        flat = flat.index_put((torch.arange(len(x), device=x.device)[:, None], self.index.reshape(1, -1)),
+                              out_v.reshape(len(x), -1))
+        return torch.cat([self.energy_out(h[:, 0]), flat[:, :-1]], 1)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention and MLP, each input shifted and scaled by the embedding (adaLN)
+    and each output gated by it, zero-initialised so a block starts as the identity."""
+
+    def __init__(self, width: int, emb: int, heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.ada = nn.Linear(emb, 6 * width)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, h, emb):
+        s1, b1, g1, s2, b2, g2 = self.ada(emb)[:, None].chunk(6, -1)
+        a = self.norm1(h) * (1 + s1) + b1
+        h = h + g1 * self.attn(a, a, a, need_weights=False)[0]
+        return h + g2 * self.mlp(self.norm2(h) * (1 + s2) + b2)
+
+
 class FlowMatching(calobench.Model):
     name = "flow_matching"
     task = "generate"
@@ -111,7 +187,14 @@ class FlowMatching(calobench.Model):
         self.rep = Representation(dataset.geometry, dataset.conditions, c["energy"], c["zero_gap"])
         n_cond = sum(2 if lo > 0 else 1 for lo, _ in (dataset.conditions[k] for k in self.cond_names))
         self.nets["representation"] = self.rep
-        self.nets["velocity"] = Velocity(self.rep.n_features, n_cond, c["width"], c["blocks"], c["time_dim"])
+        backbone = c["backbone"]
+        if backbone == "auto":
+            backbone = "mlp" if self.rep.n_features <= MLP_MAX_FEATURES else "layers"
+        self.backbone = backbone
+        if backbone == "mlp":
+            self.nets["velocity"] = Velocity(self.rep.n_features, n_cond, c["width"], c["blocks"], c["time_dim"])
+        else:
+            self.nets["velocity"] = LayerVelocity(self.rep, n_cond, c["width"], c["blocks"], c["time_dim"], c["heads"])
         self.nets["ema"] = AveragedModel(self.nets["velocity"], multi_avg_fn=get_ema_multi_avg_fn(c["ema"]))
         for k in ("representation", "velocity", "ema"):
             self.nets[k].to(device)
@@ -182,13 +265,45 @@ class FlowMatching(calobench.Model):
             step()
         for _ in trainer.phase("main", total):
             step()
+        if c["calibrate_hits"] and validation is not None:
+            for _ in trainer.phase("calibrate", 1):
+                found = self.calibrate_boundary(validation.head(min(len(validation), c["n_calibrate"])),
+                                                torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
+                trainer.log(**found)  # in the record's training history
+
+    def calibrate_boundary(self, validation, generator=None) -> dict:
+        """Move the decoding boundary between zeros and hits so that the mean number of hits of showers
+        generated for the validation conditions matches the validation showers' (bisection; the number
+        of hits falls monotonically as the boundary rises). Validation showers only: the test split is
+        never seen. Returns what it found (also in ``self.calibration``)."""
+        z = self._integrate(validation.conditions, generator)
+        energy = self._energy(validation.conditions)
+        target = float((validation.array().reshape(len(validation), -1) > 0).sum(1).mean())
+
+        def hits(b):
+            return float((self.rep.decode(z, energy, b).reshape(len(z), -1) > 0).sum(1).mean())
+
+        lo, hi = -self.rep.zero_gap - 0.5 * ZERO_WIDTH, 0.0  # hits(lo) >= hits(hi)
+        before = hits(float(self.rep.boundary))
+        for _ in range(20):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if hits(mid) > target else (lo, mid)
+        self.rep.boundary.fill_(0.5 * (lo + hi))
+        self.calibration = {"boundary": float(self.rep.boundary), "hits_validation": target,
+                            "hits_before": before, "hits_after": hits(float(self.rep.boundary))}
+        return self.calibration
 
     # -- sampling ---------------------------------------------------------------
     def sample(self, conditions):
+        return self.rep.decode(self._integrate(conditions), self._energy(conditions))
+
+    @torch.no_grad()
+    def _integrate(self, conditions, generator=None) -> torch.Tensor:
+        """The ODE from noise (t = 0) to the encoded showers (t = 1), standardised features."""
         c = self.config
         cond = self._cond(conditions)
         net = self.nets["ema"]
-        x = torch.randn(len(cond), self.rep.n_features, device=self.device)
+        x = torch.randn(len(cond), self.rep.n_features, generator=generator).to(self.device)
         n = c["ode_steps"]
         h = 1.0 / n
         for i in range(n):
@@ -201,7 +316,7 @@ class FlowMatching(calobench.Model):
                 v0 = net(x, t, cond)
                 v1 = net(x + h * v0, t + h, cond)
                 x = x + 0.5 * h * (v0 + v1)
-        return self.rep.decode(x, self._energy(conditions))
+        return x
 
 
 class _GeneratorState:

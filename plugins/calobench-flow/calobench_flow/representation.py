@@ -28,7 +28,10 @@ class Representation(nn.Module):
 
     def __init__(self, geometry, conditions: dict, energy: str = "total", zero_gap: float = 0.0):
         super().__init__()
-        self.zero_gap = float(zero_gap)  # zeros are drawn in [-gap - ZERO_WIDTH, -gap); decoded as zero below -gap / 2
+        self.zero_gap = float(zero_gap)  # zeros are drawn in [-gap - ZERO_WIDTH, -gap)
+        # a cell feature decodes to a hit at or above this (default: the middle of the gap); the model
+        # may calibrate it on validation showers (a buffer: saved with the weights)
+        self.register_buffer("boundary", torch.tensor(-self.zero_gap / 2, dtype=torch.float64))
         if energy not in ("total", "layers"):
             raise ValueError(f"energy features: 'total' or 'layers', not {energy!r}")
         self.energy_mode = energy
@@ -97,7 +100,8 @@ class Representation(nn.Module):
         z = torch.cat([e, v], 1).float()
         return (z - self.mean) / self.std if standardise else z
 
-    def decode(self, z: torch.Tensor, energy=None) -> np.ndarray:
+    def decode(self, z: torch.Tensor, energy=None, boundary: float | None = None) -> np.ndarray:
+        boundary = float(self.boundary) if boundary is None else float(boundary)
         z = (z.double().cpu() * self.std.double().cpu() + self.mean.double().cpu())
         e, v = z[:, : self.n_energy], z[:, self.n_energy :]
         t = self._scale()
@@ -114,7 +118,7 @@ class Representation(nn.Module):
             if self.with_energy:
                 layer_e = layer_e * self._incident(energy)[:, None]
             layer_e = (layer_e - t * 1e-3).clamp_min(0)
-        raw = torch.where(v >= -self.zero_gap / 2, t * torch.exp(v.clamp(min=0.0, max=40.0)), torch.zeros_like(v))
+        raw = torch.where(v >= boundary, t * torch.exp(v.clamp(min=0.0, max=40.0)), torch.zeros_like(v))
         sums = self._layer_sums(raw)
         scale = torch.where(sums > 0, layer_e / sums.clamp_min(1e-30), torch.zeros_like(sums))
         cells = raw * scale[:, self.layer_of.cpu()]
