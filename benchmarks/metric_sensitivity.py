@@ -21,6 +21,7 @@ only metrics that pass rank there.
 
     python benchmarks/metric_sensitivity.py [--dataset hgcal] [--n 5000] [--metrics a,b]
         [--write leaderboard/sensitivity]
+    python benchmarks/metric_sensitivity.py --summary leaderboard/sensitivity   # every gate, one table
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ from calobench.io import write_json, write_text
 
 GATE_SIGMA = 3.0
 GATED = ("energy +5%", "shift 1 cell", "decorrelated")
+CONSTANT = ("its value is the same for every distortion of the showers it is given (it scores something this "
+            "benchmark cannot distort, e.g. a network trained on the model's refined training showers): not gated")
 
 
 def scaled(d, f):
@@ -64,7 +67,10 @@ def main():
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--metrics", default=None)
     ap.add_argument("--write", type=Path, default=None, help="folder for <dataset>.md and the gate <dataset>.json")
+    ap.add_argument("--summary", type=Path, default=None, help="print the gates found in this folder as one table")
     args = ap.parse_args()
+    if args.summary:
+        return summary(args.summary)
     loaded = calobench.load_dataset(args.dataset)
     ds, source = loaded.dataset, None
     scored = loaded
@@ -110,12 +116,13 @@ def main():
                 cells.append(f"{r.value:.4g} ({sig:+.1f}σ)")
         blind = [f"{k} {s:+.1f}σ" for k, s in sigmas.items() if k in GATED and not s > GATE_SIGMA]
         passed = not blind
+        constant = all(r.value == f.value for r in res.values())
         gate[m.name] = {"version": int(m.version), "uncertainty_version": int(getattr(m, "uncertainty_version", 1)),
                         "pass": passed, "floor": [float(f.value), float(f.uncertainty)],
                         "distortions": {k: {"value": float(r.value), "uncertainty": float(r.uncertainty),
                                             "sigma": sigmas[k]} for k, r in res.items() if k != "floor"},
-                        **({} if passed else {"reason": "within 3 sigma of the floor (or better) on "
-                                              + ", ".join(blind)})}
+                        **({} if passed else {"reason": CONSTANT if constant else
+                                              "within 3 sigma of the floor (or better) on " + ", ".join(blind)})}
         md.append(f"| {m.name} {m.arrow} | " + " | ".join(cells) + f" | {'ranked' if passed else 'unranked'} |")
         print(f"{m.name + ' ' + m.arrow:<28}" + "".join(f"{c:>26}" for c in cells)
               + f"   [{time.perf_counter() - t0:.0f} s]" + ("" if passed else "   (fails the gate)"), flush=True)
@@ -143,8 +150,32 @@ def main():
                    f"dataset's boards only if each of {', '.join(GATED)} is worse than the floor by more than "
                    f"{GATE_SIGMA:g}σ. Uncertainties: each metric's own ±, checked against the spread over "
                    "independent pairs by benchmarks/uncertainty_calibration.py."
-                   "\n\n" + head + "\n".join(md) + "\n")
+                   "\n\n" + head + "\n".join(md) + "\n"
+                   + "".join(f"\n- `{m}`: {e['reason']}" for m, e in gate.items() if e.get("reason") == CONSTANT)
+                   + ("\n" if any(e.get("reason") == CONSTANT for e in gate.values()) else ""))
         print(f"wrote {args.write / (args.dataset + '.md')} and the gate {args.write / (args.dataset + '.json')}")
+
+
+def summary(folder: Path) -> None:
+    """metric x dataset: the sigma of each gated distortion, ranked or not (markdown)."""
+    import json
+
+    gates = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    names = sorted({m for g in gates.values() for m in g["metrics"]})
+    print("| metric | " + " | ".join(f"{d} (N={g['n']})" for d, g in gates.items()) + " |")
+    print("|---|" + "---|" * len(gates))
+    for m in names:
+        cells = []
+        for g in gates.values():
+            e = g["metrics"].get(m)
+            if e is None:
+                cells.append("n/a")
+                continue
+            sig = " / ".join(f"{v:+.1f}" if abs(v) < 10 else f"{v:+.0f}"
+                             for v in (e["distortions"][k]["sigma"] for k in GATED if k in e.get("distortions", {})))
+            cells.append(f"{'**ranked**' if e['pass'] else 'unranked'} ({sig or e.get('reason', '')})")
+        print(f"| `{m}` | " + " | ".join(cells) + " |")
+    print(f"\n(σ of {', '.join(GATED)} above the floor; ranked: each > {GATE_SIGMA:g})")
 
 
 if __name__ == "__main__":
