@@ -83,10 +83,14 @@ def test_committed_hgcal_floors_recompute_exactly(tmp_path, monkeypatch):
             continue
         checked += 1
         f = compute_floor(metric, real, reference, ctx, rec["dataset_key"], entry["floor_n"])
+        # the ± is comparable only when the record's uncertainty method is this metric's
+        same_unc = entry.get("uncertainty_version", 1) == getattr(metric, "uncertainty_version", 1)
         if f["value"] == pytest.approx(entry["floor"], rel=1e-12, abs=0):  # the same sample: bit for bit
-            assert f["uncertainty"] == pytest.approx(entry["floor_uncertainty"], rel=1e-9, abs=1e-15), metric.name
+            if same_unc:
+                assert f["uncertainty"] == pytest.approx(entry["floor_uncertainty"], rel=1e-9, abs=1e-15), metric.name
         else:  # an equivalent sample (another instruction set): the same floor within its uncertainty
             sigma = (f["uncertainty"] ** 2 + entry["floor_uncertainty"] ** 2) ** 0.5
             assert abs(f["value"] - entry["floor"]) <= 3 * sigma, (metric.name, f, entry["floor"])
-            assert 0.5 < f["uncertainty"] / entry["floor_uncertainty"] < 2, metric.name
+            if same_unc:
+                assert 0.5 < f["uncertainty"] / entry["floor_uncertainty"] < 2, metric.name
     assert checked >= 2
