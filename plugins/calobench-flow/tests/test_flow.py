@@ -19,8 +19,8 @@ EXE = shutil.which("calobench", path=os.path.dirname(sys.executable))
 SMALL = """
 hgcal:
   simulator: hgcal
-  splits: {train: {n: 800, seed: 1}, test: {n: 300, seed: 3}, reference: {n: 300, seed: 4},
-           interp70: {n: 200, seed: 5, params: {energies: [70.0], energy_smear: 0.0}}}
+  splits: {train: {n: 800, seed: 1}, validation: {n: 200, seed: 2}, test: {n: 300, seed: 3},
+           reference: {n: 300, seed: 4}, interp70: {n: 200, seed: 5, params: {energies: [70.0], energy_smear: 0.0}}}
 airshower_pattern:
   simulator: airshower
   params: {variant: data, view: pattern}
@@ -147,9 +147,13 @@ def test_large_geometries_get_the_layer_transformer_and_its_cells_map_back_one_t
 
 @pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
 def test_smoke_with_the_layer_transformer_is_deterministic(tmp_path):
-    args = ("--dataset", "hgcal", "--metrics", "wasserstein", "--set", "backbone=layers")
+    """The lcd preset's parts (layer transformer, per-cell head, energy block weight, hit
+    calibration on validation showers) on a small geometry: two runs, one record."""
+    args = ("--dataset", "hgcal", "--metrics", "wasserstein", "--set", "backbone=layers", "--set", "cell_head=8",
+            "--set", "energy_weight=1.0", "--set", "calibrate_hits=true", "--set", "n_calibrate=100")
     a = run(tmp_path, *args, "--out", "a")
     assert a.returncode == 0, a.stderr
     b = run(tmp_path, *args, "--out", "b")
     assert b.returncode == 0 and values(record(tmp_path, "a")) == values(record(tmp_path, "b"))
-    assert record(tmp_path, "a")["config"]["backbone"] == "layers"
+    rec = record(tmp_path, "a")
+    assert rec["config"]["backbone"] == "layers" and rec["train"]["phases"]["calibrate"] == 1
