@@ -26,6 +26,7 @@ only metrics that pass rank there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -85,18 +86,21 @@ def main():
         variants["no noise"] = sim.simulate(len(ref), np.random.default_rng(12345), noise_mip=0.0)
     metrics = calobench.get_metrics(args.metrics.split(",") if args.metrics else None)
     ctx = MetricContext(dataset=scored.info, seed=0, source=source)
+    # one scratch space per scored pair, shared by the metrics scoring it, as the runner does
+    # (a metric that caches work in ctx.shared must not see another variant's)
+    contexts = {k: dataclasses.replace(ctx, shared={}) for k in variants}
     print(f"dataset {args.dataset}: {len(real)} real test showers vs {len(ref)} per variant"
           + (f" (showers of its counterpart {ds.counterpart})" if source else ""))
     header = f"{'metric':<28}" + "".join(f"{v:>26}" for v in variants)
     print(header)
     print("-" * len(header))
-    gate, md = {}, []
+    gate = {}
     for m in metrics:
         if m.applies_to(ctx.dataset):
             continue
         t0 = time.perf_counter()
         try:
-            res = {k: m.compute(real, v, ctx) for k, v in variants.items()}
+            res = {k: m.compute(real, v, contexts[k]) for k, v in variants.items()}
         except (CalobenchError, ValueError, RuntimeError) as exc:
             print(f"{m.name:<28} failed: {exc}")
             gate[m.name] = {"version": int(m.version), "pass": False, "reason": f"could not be measured ({exc})"}
@@ -123,13 +127,21 @@ def main():
                                             "sigma": sigmas[k]} for k, r in res.items() if k != "floor"},
                         **({} if passed else {"reason": CONSTANT if constant else
                                               "within 3 sigma of the floor (or better) on " + ", ".join(blind)})}
-        md.append(f"| {m.name} {m.arrow} | " + " | ".join(cells) + f" | {'ranked' if passed else 'unranked'} |")
+        gate[m.name]["arrow"] = m.arrow
         print(f"{m.name + ' ' + m.arrow:<28}" + "".join(f"{c:>26}" for c in cells)
               + f"   [{time.perf_counter() - t0:.0f} s]" + ("" if passed else "   (fails the gate)"), flush=True)
     print("\n(+Nσ: worse than the floor by N combined standard uncertainties; ↓ lower / ↑ higher is better; "
           f"the gate: {', '.join(GATED)} each > +{GATE_SIGMA:g}σ)")
     if args.write:
         from calobench.provenance import provenance, provenance_markdown
+
+        old_path = args.write / f"{args.dataset}.json"
+        if args.metrics and old_path.exists():  # a selection updates the dataset's gate, the rest is kept
+            import json
+
+            gate = {**json.loads(old_path.read_text())["metrics"], **gate}
+        gate = dict(sorted(gate.items()))
+        md = [table_row(name, e, list(variants)) for name, e in gate.items() if "floor" in e]
 
         prov = provenance()
         write_json(args.write / f"{args.dataset}.json",
@@ -154,6 +166,16 @@ def main():
                    + "".join(f"\n- `{m}`: {e['reason']}" for m, e in gate.items() if e.get("reason") == CONSTANT)
                    + ("\n" if any(e.get("reason") == CONSTANT for e in gate.values()) else ""))
         print(f"wrote {args.write / (args.dataset + '.md')} and the gate {args.write / (args.dataset + '.json')}")
+
+
+def table_row(name: str, e: dict, variants: list) -> str:
+    """One markdown row of a gate entry: floor ± and each distortion's value and sigma."""
+    arrow = e.get("arrow") or calobench.get_metrics([name])[0].arrow
+    cells = [f"{e['floor'][0]:.4g} ± {e['floor'][1]:.2g}"]
+    for k in variants[1:]:
+        d = e["distortions"].get(k)
+        cells.append("-" if d is None else f"{d['value']:.4g} ({d['sigma']:+.1f}σ)")
+    return f"| {name} {arrow} | " + " | ".join(cells) + f" | {'ranked' if e['pass'] else 'unranked'} |"
 
 
 def summary(folder: Path) -> None:
