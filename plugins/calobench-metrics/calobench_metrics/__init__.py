@@ -1,8 +1,9 @@
 """calobench-metrics: the seeds' metrics and the field's reference evaluation.
 
-Every metric reports a value and an uncertainty (bootstrap over showers, or the
-reference method), is seeded from the run's seed, and sits beside its floor (real vs
-independent real) in every record.
+Every metric reports a value and an uncertainty (bootstrap over showers, disjoint halves, or a
+null-corrected bootstrap: whichever matched the spread over independent samples,
+benchmarks/uncertainty_calibration.py), is seeded from the run's seed, and sits beside its floor
+(real vs independent real) in every record.
 """
 from __future__ import annotations
 
