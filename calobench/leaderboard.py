@@ -162,16 +162,17 @@ def rows(records: list) -> list:
 
 def floors(records: list) -> dict:
     """metric -> (value, uncertainty, N, consistent) of the board's floor: the largest N recorded,
-    the newest metric version; ``consistent`` is False when records disagree on that floor."""
+    the newest metric version and uncertainty version; ``consistent`` is False when records disagree
+    on that floor."""
     seen: dict = {}
     for r in records:
         for m, e in r["metrics"].items():
             if "floor" in e and e.get("status") == "ok":
-                seen.setdefault(m, {}).setdefault((e.get("version", 1), e.get("floor_n", 0)), set()).add(
-                    (e["floor"], e.get("floor_uncertainty")))
+                key = (e.get("version", 1), e.get("floor_n", 0), e.get("uncertainty_version", 1))
+                seen.setdefault(m, {}).setdefault(key, set()).add((e["floor"], e.get("floor_uncertainty")))
     out = {}
     for m, by_key in seen.items():
-        key = max(by_key, key=lambda k: (k[1], k[0]))
+        key = max(by_key, key=lambda k: (k[1], k[0], k[2]))  # the largest N, newest version, newest ±
         vals = sorted(by_key[key], key=lambda x: (x[0], x[1] or 0))
         out[m] = (vals[0][0], vals[0][1], key[1], len(vals) == 1)
     return out

@@ -334,3 +334,14 @@ def test_boards_rank_only_on_metrics_that_pass_the_sensitivity_gate(invoke):
     Path("lb/sensitivity/tiny.json").write_text("[1, 2]")
     line = one_error_line(invoke("leaderboard", "--dir", "lb"))
     assert "not a sensitivity gate table" in line
+
+
+def test_the_board_floor_takes_the_newest_uncertainty_method_without_a_disagreement():
+    from calobench.leaderboard import floors
+
+    old = {"metrics": {"m": {"status": "ok", "floor": 1.0, "floor_uncertainty": 0.1, "floor_n": 100, "version": 1}}}
+    new = {"metrics": {"m": {"status": "ok", "floor": 1.0, "floor_uncertainty": 0.3, "floor_n": 100, "version": 1,
+                             "uncertainty_version": 2}}}
+    assert floors([old, new])["m"] == (1.0, 0.3, 100, True)
+    other = {"metrics": {"m": {**new["metrics"]["m"], "floor": 1.1}}}
+    assert floors([old, new, other])["m"][3] is False  # same version, N and ± method, another value
