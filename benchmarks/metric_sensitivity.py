@@ -34,7 +34,6 @@ import numpy as np
 
 import calobench
 from calobench import MetricContext, ShowerData
-from calobench.errors import CalobenchError
 from calobench.io import write_json, write_text
 
 GATE_SIGMA = 3.0
@@ -101,7 +100,7 @@ def main():
         t0 = time.perf_counter()
         try:
             res = {k: m.compute(real, v, contexts[k]) for k, v in variants.items()}
-        except (CalobenchError, ValueError, RuntimeError) as exc:
+        except (calobench.CalobenchError, ValueError, RuntimeError) as exc:
             print(f"{m.name:<28} failed: {exc}")
             gate[m.name] = {"version": int(m.version), "pass": False, "reason": f"could not be measured ({exc})"}
             continue
