@@ -1,7 +1,8 @@
-"""The air-shower array simulator: events/s on one thread, data and simulation variants,
-and the physics differences between them on paired events.
+"""The air-shower array simulator: events/s on one thread, the array's physics figures
+(lateral-distribution slope, signal at 1000 m vs energy, saturation, pedestal, scatter of
+the total signal at fixed energy), and the data/simulation differences on paired events.
 
-    python plugins/calobench-airshower/benchmarks/simulator.py [--n 4096]
+    python plugins/calobench-airshower/benchmarks/simulator.py [--n 4096] [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -13,12 +14,65 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from calobench_airshower.simulator import DT_NS, simulate_block  # noqa: E402
+from calobench_airshower.simulator import (DT_NS, NOISE_VEM, SATURATION_VEM, SX, SY, TRIGGER_VEM,  # noqa: E402
+                                           VARIANTS, ZERO_SUPPRESSION_VEM, readout, simulate_block)
+
+
+def array_figures(n: int, variant: str, seed: int = 9) -> dict:
+    """Physics figures of one variant from ``n`` events; the cores are recovered from the
+    simulator's own random stream (the same first draws), so distances are exact."""
+    rng = np.random.default_rng(seed)
+    x, E = simulate_block(n, rng, variant)
+    rng = np.random.default_rng(seed)
+    rng.uniform(1, 100, n)
+    core = rng.uniform(-750, 750, (n, 2))
+    r = np.hypot(SX[None] - core[:, 0, None, None], SY[None] - core[:, 1, None, None])
+    S = x.sum(-1)
+    sat = (x >= SATURATION_VEM).any(-1)
+    trig = S > 0
+    out = {"variant": variant}
+    # log-log slope of the station signal vs distance, per energy decade's events, 500-2000 m,
+    # triggered and unsaturated stations (median signal in distance bins, then a line)
+    edges = np.geomspace(500, 2000, 7)
+    mid = np.sqrt(edges[1:] * edges[:-1])
+    slopes = []
+    for lo, hi in ((10, 30), (30, 100)):
+        ev = (E >= lo) & (E < hi)
+        rs, ss = r[ev][trig[ev] & ~sat[ev]], S[ev][trig[ev] & ~sat[ev]]
+        e_norm = np.broadcast_to(E[ev][:, None, None], r[ev].shape)[trig[ev] & ~sat[ev]]
+        med = [np.median(ss[(rs >= a) & (rs < b)] / e_norm[(rs >= a) & (rs < b)]) for a, b in zip(edges[:-1], edges[1:])]
+        slopes.append(np.polyfit(np.log(mid), np.log(med), 1)[0])
+    out["ldf_slope_10-30EeV"], out["ldf_slope_30-100EeV"] = slopes
+    near = (r > 900) & (r < 1100) & trig & ~sat
+    for e0 in (3, 10, 30, 100):
+        ev = np.abs(E - e0) / e0 < 0.15
+        sel = near & ev[:, None, None]
+        out[f"S1000_{e0}EeV"] = float(np.median(S[sel])) if sel.any() else float("nan")
+    out["saturated_station_fraction"] = float(sat[trig].mean())
+    out["events_with_saturation_100EeV"] = float(sat[E > 50].any((1, 2)).mean())
+    top = S.reshape(n, -1).max(1)
+    out["largest_station_median"] = float(np.median(top))
+    out["largest_station_max"] = float(top.max())
+    # pedestal: the integrated signal of a noise-only trace (the same readout, no particles)
+    out["pedestal_untriggered"] = float(S[~trig].mean())
+    # the readout of light-free traces with the variant's noise, untriggered (the raw integral)
+    quiet = np.zeros((4000, x.shape[-1]), np.float32)
+    sd = np.full(4000, NOISE_VEM * VARIANTS[variant]["noise"], np.float32)
+    raw = quiet + sd[:, None] * np.random.default_rng(1).standard_normal(quiet.shape, dtype=np.float32)
+    raw[raw < ZERO_SUPPRESSION_VEM] = 0
+    out["pedestal_noise_only"] = float(raw.sum(-1).mean())  # zero-suppressed, before the trigger
+    out["noise_only_triggered_fraction"] = float((readout(quiet, sd, np.random.default_rng(1)).sum(-1) > 0).mean())
+    out["stations_triggered_10EeV"] = float(trig[np.abs(E - 10) < 1.5].sum((1, 2)).mean())
+    ev = np.abs(E - 10) < 1.0
+    tot = S[ev].sum((1, 2))
+    out["total_signal_scatter_dex_10EeV"] = float(np.std(np.log10(tot)))
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--figures-n", type=int, default=20000)
     args = ap.parse_args()
     simulate_block(256, np.random.default_rng(0))
     for variant in ("data", "sim"):
@@ -27,16 +81,21 @@ def main():
             t0 = time.perf_counter()
             simulate_block(args.n, np.random.default_rng(rep), variant)
             rates.append(args.n / (time.perf_counter() - t0))
-        print(f"{variant:>5}: {np.median(rates):,.0f} events/s (median of 5 x {args.n}, one thread; target >= 2,000)")
+        print(f"{variant:>5}: {np.median(rates):,.0f} events/s (median of 5 x {args.n}, one thread)")
+    print(f"trigger {TRIGGER_VEM:g} VEM integrated, saturation {SATURATION_VEM:g} VEM per {DT_NS:g} ns bin")
+    figs = [array_figures(args.figures_n, v) for v in ("data", "sim")]
+    keys = [k for k in figs[0] if k != "variant"]
+    print(f"{'figure':<34} {'data':>12} {'sim':>12}")
+    for k in keys:
+        print(f"{k:<34} {figs[0][k]:>12.4g} {figs[1][k]:>12.4g}")
     d, E = simulate_block(2000, np.random.default_rng(9), "data")
     s, _ = simulate_block(2000, np.random.default_rng(9), "sim")
     t = np.arange(d.shape[-1]) * DT_NS
     for name, x in (("data", d), ("sim", s)):
         top = x.reshape(len(x), 81, -1)[np.arange(len(x)), x.sum(-1).reshape(len(x), -1).argmax(1)]
         mean_t = (top * t).sum(1) / top.sum(1)
-        corner_noise = x[:, 0, 0].std()
-        print(f"{name:>5}: largest-station mean arrival {mean_t.mean():.0f} ns, corner-station noise "
-              f"{corner_noise:.2f} VEM/bin, total signal per event {np.median(x.sum((1, 2, 3))):,.0f} VEM (median)")
+        print(f"{name:>5}: largest-station mean arrival {mean_t.mean():.0f} ns, total signal per event "
+              f"{np.median(x.sum((1, 2, 3))):,.0f} VEM (median)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from calobench.training import critic_gradient_penalty as gradient_penalty
 
 from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
 
-E_NORM = 100.0  # EeV
+E_NORM = 100.0  # EeV: the generator's energy input is E / E_NORM
 
 
 class WGANOptions(calobench.Options):
@@ -95,8 +95,8 @@ class AirshowerWGAN(calobench.Model):
             idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
             e = E[idx].to(dev)
             fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
-            e_rec = 10 ** A(fake) / E_NORM
-            aux = ((e - e_rec) ** 2).mean()
+            e_rec = 10 ** A(fake)  # EeV, as the paper's kappa (E - a(G))^2 reads
+            aux = ((e * E_NORM - e_rec) ** 2).mean()
             loss_g = -D(fake).mean() + c["kappa"] * aux
             self.optimizers["generator"].zero_grad(set_to_none=True)
             loss_g.backward()
