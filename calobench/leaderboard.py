@@ -10,8 +10,9 @@ Records of presets that are not for boards (``ranked: false``, e.g. smoke runs) 
 
 Sensitivity gate: when the board folder holds ``sensitivity/<dataset>.json`` (written by
 ``benchmarks/metric_sensitivity.py --write``), only the metrics that passed it at the records'
-metric version rank; the others are shown unranked with the gate's reason. Without that file
-every metric ranks (the board says so).
+metric version rank, and only on records of the dataset key the gate was measured on (a new
+simulator version needs a new gate); the others are shown unranked with the gate's reason.
+Without that file every metric ranks (the board says so).
 """
 from __future__ import annotations
 
@@ -99,10 +100,14 @@ def read_gate(folder, dataset: str) -> dict | None:
     return gate
 
 
-def gate_reason(gate: dict | None, metric: str, version: int) -> str | None:
-    """Why ``metric`` (at ``version``) may not rank under ``gate``; None when it may."""
+def gate_reason(gate: dict | None, metric: str, version: int, dataset_key: str | None = None) -> str | None:
+    """Why ``metric`` (at ``version``, on records of ``dataset_key``) may not rank under ``gate``;
+    None when it may. A gate measured on another version of the dataset ranks nothing."""
     if gate is None:
         return None
+    if dataset_key and gate.get("dataset_key") and gate["dataset_key"] != dataset_key:
+        return (f"the sensitivity gate was measured on dataset key {gate['dataset_key']}, these records are on "
+                f"{dataset_key} (rerun the gate)")
     g = gate["metrics"].get(metric)
     if g is None:
         return f"not in this board's sensitivity gate table ({GATE_DIR}/{gate.get('dataset', '?')}.md)"
@@ -122,7 +127,7 @@ def unranked(records: list, gate: dict | None = None) -> dict:
             if e.get("ranked", True) is False:
                 out[m] = e.get("unranked_reason", "not ranked")
             elif m not in out and e.get("status", "ok") == "ok":
-                why = gate_reason(gate, m, e.get("version", 1))
+                why = gate_reason(gate, m, e.get("version", 1), r.get("target_key") or r.get("dataset_key"))
                 if why:
                     out[m] = why
     return dict(sorted(out.items()))

@@ -331,6 +331,15 @@ def test_boards_rank_only_on_metrics_that_pass_the_sensitivity_gate(invoke):
     write_json(Path("lb/sensitivity/tiny.json"), gate)
     assert invoke("leaderboard", "--dir", "lb").exit_code == 0
     assert "the sensitivity gate measured version 2, these records carry version 1" in Path("lb/tiny.md").read_text()
+    gate["metrics"]["e_w1"]["version"] = 1  # a gate measured on another version of the dataset ranks nothing
+    write_json(Path("lb/sensitivity/tiny.json"), {**gate, "dataset_key": "tiny-v0-000000000000"})
+    assert invoke("leaderboard", "--dir", "lb").exit_code == 0
+    board = Path("lb/tiny.md").read_text()
+    assert "e_w1 ↓ (unranked)" in board and f"measured on dataset key tiny-v0-000000000000, these records are on " \
+        f"{rec['dataset_key']} (rerun the gate)" in board
+    write_json(Path("lb/sensitivity/tiny.json"), {**gate, "dataset_key": rec["dataset_key"]})
+    assert invoke("leaderboard", "--dir", "lb").exit_code == 0
+    assert "| e_w1 ↓ " in Path("lb/tiny.md").read_text()  # the same key: ranks
     Path("lb/sensitivity/tiny.json").write_text("[1, 2]")
     line = one_error_line(invoke("leaderboard", "--dir", "lb"))
     assert "not a sensitivity gate table" in line
