@@ -44,6 +44,20 @@ def test_record_is_a_ranked_run_of_committed_code(path):
         assert m["status"] in ("ok", "n/a", "skipped", "failed"), name
 
 
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_record_is_on_the_current_dataset_definition(path):
+    """A new simulator version (or any change of a dataset's definition) changes its key: the
+    records made on the old one must leave the board, not linger beside the new ones."""
+    from calobench import load_dataset
+
+    set_plugins(Plugins())
+    rec = load(path)
+    assert load_dataset(rec["dataset"]).dataset.key == rec["dataset_key"], \
+        f"{path.name} was made on {rec['dataset_key']}; the dataset is now {load_dataset(rec['dataset']).dataset.key}"
+    if rec.get("target_key"):
+        assert load_dataset(rec["target"]).dataset.key == rec["target_key"]
+
+
 def test_boards_regenerate_byte_identically(tmp_path):
     shutil.copytree(BOARD, tmp_path / "board")
     boards = sorted(p.name for p in BOARD.glob("*.md"))
