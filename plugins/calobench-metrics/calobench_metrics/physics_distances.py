@@ -24,10 +24,20 @@ from calobench import Metric, MetricResult
 from .common import bootstrap, feature_table, usable_columns
 
 
+def _psd_sqrt(s):
+    w, v = linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
 def frechet_distance(mu1, s1, mu2, s2) -> float:
+    """|mu1 - mu2|^2 + tr(s1) + tr(s2) - 2 tr((s1 s2)^1/2). For covariances (symmetric PSD),
+    tr((s1 s2)^1/2) = sum of the square roots of the eigenvalues of s1^1/2 s2 s1^1/2: two
+    symmetric eigendecompositions, stable and fast also for singular (few-shower) covariances,
+    where a general matrix square root of s1 s2 can take minutes."""
     diff = mu1 - mu2
-    covmean = np.real(linalg.sqrtm(s1 @ s2))
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    a = _psd_sqrt(s1)
+    w = linalg.eigvalsh(a @ s2 @ a)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(w, 0, None)).sum())
 
 
 def _moments(x):

@@ -75,6 +75,14 @@ def test_frechet_closed_form_and_extrapolation():
     assert frechet_distance(mu1, np.eye(3), mu2, np.eye(3)) == pytest.approx(5.0)
     s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 4.0, 1.0])  # sum (sigma1 - sigma2)^2 = 1 + 0 + 4
     assert frechet_distance(mu1, s1, mu1, s2) == pytest.approx(5.0)
+    from scipy import linalg
+
+    g = np.random.default_rng(1)  # general and singular covariances (fewer samples than features)
+    for n, d in ((400, 40), (20, 30)):
+        x, y = g.normal(size=(n, d)), 1.3 * g.normal(size=(n, d)) + 0.2
+        m1, c1, m2, c2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+        ref = (m1 - m2) @ (m1 - m2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(np.real(linalg.sqrtm(c1 @ c2)))
+        assert frechet_distance(m1, c1, m2, c2) == pytest.approx(ref, rel=1e-6)
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(4000, 3)), rng.normal(size=(4000, 3)) + np.array([0.5, 0, 0])
     v, u = fpd(a, b, np.random.default_rng(0))
