@@ -82,24 +82,31 @@ def ldf(r, component: str):
     return (r / 1000.0) ** -ALPHA * ((1 + r / R_M) / (1 + 1000.0 / R_M)) ** -(eta - ALPHA)
 
 
-def readout(trace, noise_sd, rng):
+def readout(trace, noise_sd, rng, trigger: bool = True):
     """Baseline-subtracted FADC readout of [m, 80] light traces: N(0, noise_sd) per bin, zero
     suppression of bins under ZERO_SUPPRESSION_VEM (3 sigma of the data's noise; so a noise-only
     trace integrates to ~0: no pedestal, and no bin is negative), saturation at SATURATION_VEM
-    per bin, and the station trigger: a trace whose integral is under TRIGGER_VEM is not read
-    out (all 0)."""
+    per bin, and (``trigger``) the station trigger: a trace whose integral is under TRIGGER_VEM
+    is not read out (all 0)."""
     out = trace + noise_sd[:, None].astype(np.float32) * rng.standard_normal(trace.shape, dtype=np.float32)
     out[out < ZERO_SUPPRESSION_VEM] = 0
     out = np.minimum(out, SATURATION_VEM)
-    out[out.sum(-1) < TRIGGER_VEM] = 0
+    if trigger:
+        out[out.sum(-1) < TRIGGER_VEM] = 0
     return out
+
+
+def event_geometry(n: int, rng, e_min=E_RANGE[0], e_max=E_RANGE[1]) -> tuple:
+    """The first draws of every block: energies [n] (EeV), cores [n, 2] (m) and the stations'
+    distances to the core [n, 9, 9] (m). A fresh generator of a block's seed gives that block's."""
+    E = rng.uniform(e_min, e_max, n)
+    core = rng.uniform(-750, 750, (n, 2))
+    return E, core, np.hypot(SX[None] - core[:, 0, None, None], SY[None] - core[:, 1, None, None])
 
 
 def simulate_block(n: int, rng, variant: str = "data", view: str = "traces", e_min=E_RANGE[0], e_max=E_RANGE[1]):
     v = VARIANTS[variant]
-    E = rng.uniform(e_min, e_max, n)
-    core = rng.uniform(-750, 750, (n, 2))
-    r = np.hypot(SX[None] - core[:, 0, None, None], SY[None] - core[:, 1, None, None])  # [n, 9, 9]
+    E, _, r = event_geometry(n, rng, e_min, e_max)
     s1000 = S1000_10EEV * (E / 10.0) ** S1000_INDEX * np.exp(0.10 * v["fluct"] * rng.standard_normal(n))
     s_mu = s1000[:, None, None] * v["muon_fraction"] * ldf(r, "muon")
     s_em = s1000[:, None, None] * (1 - v["muon_fraction"]) * ldf(r, "em")

@@ -13,7 +13,8 @@ import calobench
 from calobench import DatasetInfo, MetricContext
 from calobench_airshower.metrics import RefinementUtility, RefinementUtilityData, RefinementUtilitySim
 from calobench_airshower.nets import PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
-from calobench_airshower.simulator import AirShowerSimulator, simulate_block
+from calobench_airshower.simulator import (NOISE_VEM, SATURATION_VEM, VARIANTS, ZERO_SUPPRESSION_VEM,
+                                           AirShowerSimulator, event_geometry, ldf, readout, simulate_block)
 
 SIM = AirShowerSimulator()
 
@@ -45,18 +46,14 @@ def test_deterministic_paired_and_physical():
 
 def test_array_scales_of_a_real_surface_detector():
     """Lateral slope, signal at 1000 m, trigger, saturation and pedestal on the scales the README states."""
-    from calobench_airshower.simulator import SATURATION_VEM, SX, SY, ZERO_SUPPRESSION_VEM, ldf, readout
-
     for comp, slope in (("muon", -2.6), ("em", -4.2)):  # log-log slope at 1000 m, and 1 at 1000 m
         assert ldf(np.array([1000.0]), comp)[0] == pytest.approx(1.0)
         local = np.log(ldf(np.array([1010.0]), comp) / ldf(np.array([990.0]), comp))[0] / np.log(1010 / 990)
         assert local == pytest.approx(slope, abs=0.01)
     n = 3000
     x, E = simulate_block(n, np.random.default_rng(5))
-    rng = np.random.default_rng(5)
-    rng.uniform(1, 100, n)
-    core = rng.uniform(-750, 750, (n, 2))  # the simulator's own draws: exact distances
-    r = np.hypot(SX[None] - core[:, 0, None, None], SY[None] - core[:, 1, None, None])
+    E2, _, r = event_geometry(n, np.random.default_rng(5))  # the simulator's own first draws: exact distances
+    np.testing.assert_array_equal(E, E2)
     S = x.sum(-1)
     sel = (r > 900) & (r < 1100) & (np.abs(E - 10)[:, None, None] < 2)
     assert 40 < np.median(S[sel]) < 65  # tens of VEM at 1000 m for 10 EeV (54 VEM expected)
@@ -64,8 +61,6 @@ def test_array_scales_of_a_real_surface_detector():
     assert 1e3 < np.median(S.reshape(n, -1).max(1)) < 1e4  # the largest station: saturation scale
     quiet = readout(np.zeros((2000, 80), np.float32), np.full(2000, 0.05, np.float32), np.random.default_rng(0))
     assert quiet.sum() == 0  # noise alone never triggers a station: no pedestal
-    from calobench_airshower.simulator import NOISE_VEM, VARIANTS
-
     lit = np.ones((4000, 80), np.float32)  # 1 VEM a bin: read out, noise on top
     spread = {v: readout(lit, np.full(4000, NOISE_VEM * VARIANTS[v]["noise"], np.float32),
                          np.random.default_rng(0)).std() for v in ("data", "sim")}
