@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 import calobench
@@ -13,7 +15,8 @@ from calobench.training import critic_gradient_penalty as gradient_penalty
 
 from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
 
-E_NORM = 100.0  # EeV: the generator's energy input is E / E_NORM
+E_NORM = 100.0  # EeV: the paper's generator energy input is E / E_NORM
+E_PIVOT = 10.0  # EeV: the log input is log10(E / E_PIVOT), in [-1, 1] over 1-100 EeV
 
 
 class WGANOptions(calobench.Options):
@@ -21,7 +24,12 @@ class WGANOptions(calobench.Options):
     batch: PositiveInt = 128
     n_critic: PositiveInt = 10
     steps: PositiveInt = 20_000  # generator steps
-    constrainer_epochs: PositiveInt = 3  # pre-training of the AixNet constrainer (then frozen)
+    constrainer_epochs: PositiveInt = 3  # pre-training of the AixNet constrainer on data
+    constrainer_schedule: Literal["plain", "one_cycle"] = "plain"  # its learning rate: constant 1e-3, or one-cycle
+    constrainer_lr: PositiveFloat = 1e-3  # (the peak of the one-cycle schedule)
+    constrainer_online: bool = False  # keep training the constrainer on real patterns during the WGAN phase
+    energy_input: Literal["linear", "log"] = "linear"  # generator input: E / 100 EeV (paper), or log10(E / 10 EeV)
+    constraint: Literal["eev", "log"] = "eev"  # kappa (E - a(G))^2 in EeV^2 (paper), or in (log10 E)^2
     n_train: PositiveInt | None = None
     latent: PositiveInt = 80
     gp_lambda: NonNegativeFloat = 10.0
@@ -71,21 +79,37 @@ class AirshowerWGAN(calobench.Model):
         b = tuple(config["betas"])
         self.optimizers = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
+        if config["constrainer_online"]:
+            self.optimizers["constrainer"] = torch.optim.Adam(self.nets["constrainer"].parameters(), 1e-4)
+
+    def _energy_input(self, e_eev: torch.Tensor) -> torch.Tensor:
+        if self.config["energy_input"] == "log":
+            return torch.log10(e_eev / E_PIVOT)
+        return e_eev / E_NORM
 
     def fit(self, train, trainer, validation=None):
         c, dev = self.config, self.device
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
         G, D, A = self.nets["generator"], self.nets["critic"], self.nets["constrainer"]
         U = to_net(torch.as_tensor(data.array()))
-        E = torch.as_tensor(data.conditions["energy"]) / E_NORM
-        for _ in trainer.phase("constrainer", 1):  # pre-train the constrainer on data; frozen afterwards
+        E = torch.as_tensor(data.conditions["energy"], dtype=torch.float32)  # EeV
+        log_e = torch.log10(E)
+        for _ in trainer.phase("constrainer", 1):  # pre-train the constrainer on data
             train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
-                            epochs=c["constrainer_epochs"], patience=99, device=dev)
+                            epochs=c["constrainer_epochs"], patience=99, device=dev, lr=c["constrainer_lr"],
+                            one_cycle=c["constrainer_schedule"] == "one_cycle")
         for step in trainer.phase("wgan", int(c["steps"])):
+            if c["constrainer_online"]:  # one step on real patterns: the constrainer stays a data regressor
+                A.train()
+                idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
+                loss_a = ((A(U[idx].to(dev)) - log_e[idx].to(dev)) ** 2).mean()
+                self.optimizers["constrainer"].zero_grad(set_to_none=True)
+                loss_a.backward()
+                self.optimizers["constrainer"].step()
             A.eval()
             for _ in range(c["n_critic"]):
                 idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
-                real, e = U[idx].to(dev), E[idx].to(dev)
+                real, e = U[idx].to(dev), self._energy_input(E[idx]).to(dev)
                 with torch.no_grad():
                     fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
                 loss_d = D(fake).mean() - D(real).mean() + c["gp_lambda"] * gradient_penalty(D, real, fake)
@@ -93,10 +117,11 @@ class AirshowerWGAN(calobench.Model):
                 loss_d.backward()
                 self.optimizers["critic"].step()
             idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
-            e = E[idx].to(dev)
-            fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
-            e_rec = 10 ** A(fake)  # EeV, as the paper's kappa (E - a(G))^2 reads
-            aux = ((e * E_NORM - e_rec) ** 2).mean()
+            fake = G(torch.randn(len(idx), c["latent"], device=dev), self._energy_input(E[idx]).to(dev))
+            if c["constraint"] == "eev":  # EeV, as the paper's kappa (E - a(G))^2 reads
+                aux = ((E[idx].to(dev) - 10 ** A(fake)) ** 2).mean()
+            else:  # in log10 E: every energy weighs the same
+                aux = ((log_e[idx].to(dev) - A(fake)) ** 2).mean()
             loss_g = -D(fake).mean() + c["kappa"] * aux
             self.optimizers["generator"].zero_grad(set_to_none=True)
             loss_g.backward()
@@ -107,7 +132,7 @@ class AirshowerWGAN(calobench.Model):
     def sample(self, conditions):
         if "energy" not in conditions:
             raise calobench.CalobenchError("airshower_wgan needs the condition 'energy' (EeV)")
-        e = torch.as_tensor(np.asarray(conditions["energy"], np.float32), device=self.device) / E_NORM
+        e = self._energy_input(torch.as_tensor(np.asarray(conditions["energy"], np.float32), device=self.device))
         G = self.nets["generator"].eval()
         return from_net(G(torch.randn(len(e), self.config["latent"], device=self.device), e)).cpu().numpy()
 

@@ -234,3 +234,42 @@ def test_paper_checks_on_hand_made_predictions():
     out = {e["name"]: e for e in run_checks([PatternWGANChecks()], ctx)}
     assert out["energy_correlation"]["pass"] and not out["energy_bias"]["pass"]
     assert out["energy_bias"]["value"] == pytest.approx(0.13) and out["w1_total_signal"]["value"] == 0
+
+
+@pytest.mark.parametrize("mode,expected", [("linear", [0.01, 0.1, 1.0]), ("log", [-1.0, 0.0, 1.0])])
+def test_wgan_samples_with_the_energy_input_it_trained_on(mode, expected):
+    """The generator's energy input: E / 100 EeV (the paper) or log10(E / 10 EeV); sample() feeds
+    the generator the same transform as fit()."""
+    from calobench_airshower.models import AirshowerWGAN
+
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    m = AirshowerWGAN(info, {**AirshowerWGAN.config_for("smoke"), "energy_input": mode}, torch.device("cpu"))
+    seen = []
+    m.nets["generator"].register_forward_hook(lambda mod, args, out: seen.append(args[1].clone()))
+    out = m.sample({"energy": np.array([1.0, 10.0, 100.0])})
+    assert out.shape == (3, 9, 9) and (out >= 0).all()
+    assert torch.allclose(seen[0], torch.tensor(expected), atol=1e-6)
+
+
+def test_wgan_online_constrainer_keeps_learning_on_real_patterns():
+    """constrainer_online: after its pre-training the constrainer takes a step on real patterns per
+    generator step (its optimiser is part of the checkpointed training state); without it the
+    constrainer stays as pre-trained (same seed: the same pre-training in both runs)."""
+    from calobench import Trainer
+    from calobench_airshower.models import AirshowerWGAN
+
+    data = SIM.simulate(300, np.random.default_rng(0), view="pattern")
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    nets = {}
+    for online in (False, True):
+        torch.manual_seed(0)
+        cfg = {**AirshowerWGAN.config_for("smoke"), "steps": 3, "constrainer_online": online, "constraint": "log",
+               "energy_input": "log"}
+        m = AirshowerWGAN(info, cfg, torch.device("cpu"))
+        trainer = Trainer(progress=False, seed=0)
+        trainer.bind(m)
+        m.fit(data, trainer)
+        nets[online] = {k: v.clone() for k, v in m.nets["constrainer"].state_dict().items()}
+        assert ("constrainer" in m.training_state()["optimizers"]) == online
+        assert np.isfinite([h["constraint"] for h in trainer.history if "constraint" in h]).all()
+    assert any(not torch.equal(nets[False][k], nets[True][k]) for k in nets[False])
