@@ -78,10 +78,10 @@ class ThreeDGAN(calobench.Model):
         # 99.7 % of the energy), half the channels, batch 8; selection every 100 steps
         "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 700, "n_train": 10000, "n_select": 256,
                     "select_every": 100, "timing_batches": [1, 100]},
-        # the paper: full images, batch 64; 100-200 GeV first, then 2-500 GeV starting from those weights;
-        # the epoch whose generator has the lowest sampling-fraction error on the hold-out is kept
-        "paper": {"crop": None, "width": 1.0, "batch": 64, "stages": [{"energy": [100.0, 200.0], "epochs": 30},
-                                                                    {"energy": None, "epochs": 60}],
+        # the paper: full images, batch 64; 130 epochs on 100-200 GeV first, then 30 on 2-500 GeV starting
+        # from those weights; the epoch whose generator has the lowest sampling-fraction error on the hold-out is kept
+        "paper": {"crop": None, "width": 1.0, "batch": 64, "stages": [{"energy": [100.0, 200.0], "epochs": 130},
+                                                                    {"energy": None, "epochs": 30}],
                   "n_train": None, "n_select": 2000, "select_every": "epoch", "timing_batches": [1, 100, 10000]},
     }
     @classmethod

@@ -199,3 +199,13 @@ def test_paper_checks_pass_real_vs_real_and_catch_a_miscalibration():
     bad = {r.name: r for r in LCDPaperChecks().evaluate(CheckContext(info, real, low))}
     assert not any(r.passed for k, r in bad.items() if k.startswith("sampling_fraction"))
     assert bad["angle_mae"].passed  # a pure energy scale does not move the angle
+
+
+def test_paper_preset_trains_the_papers_two_stages():
+    """Khattak et al. 2021, training section: 130 epochs on 100-200 GeV, then 30 epochs on the
+    full 2-500 GeV range from those weights; full 51 x 51 x 25 images, batch 64."""
+    from calobench_lcd.model import ThreeDGAN
+
+    c = ThreeDGAN.config_for("paper")
+    assert [(s["energy"], s["epochs"]) for s in c["stages"]] == [((100.0, 200.0), 130), (None, 30)]
+    assert c["crop"] is None and c["batch"] == 64 and c["width"] == 1.0 and c["select_every"] == "epoch"
