@@ -82,6 +82,11 @@ class Representation(nn.Module):
         self.std.copy_(z.std(0).clamp_min(1e-3).float())
 
     def encode(self, showers: torch.Tensor, energy=None, generator=None, standardise: bool = True) -> torch.Tensor:
+        return self.dequantise(*self.features(showers, energy), generator, standardise)
+
+    def features(self, showers: torch.Tensor, energy=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic part of the encoding: the energy features and the log cells, -inf for a
+        zero (float32; computed once for a training set, dequantised per step)."""
         cells = self._cells(showers).clamp_min(0)
         t = self._scale()
         layer_e = self._layer_sums(cells)
@@ -95,9 +100,14 @@ class Representation(nn.Module):
             if self.with_energy:
                 e = e - torch.log(self._incident(energy))[:, None]
         above = cells > 0  # the data are thresholded already: every deposit is a hit
-        u = torch.rand(cells.shape, generator=generator, dtype=cells.dtype)
-        v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -self.zero_gap - ZERO_WIDTH * u)
-        z = torch.cat([e, v], 1).float()
+        v = torch.where(above, torch.log(cells.clamp_min(t * 1e-12) / t).clamp_min(0), -torch.inf)
+        return e.float(), v.float()
+
+    def dequantise(self, e: torch.Tensor, v: torch.Tensor, generator=None, standardise: bool = True) -> torch.Tensor:
+        """Each zero (-inf) drawn uniformly in [-gap - width, -gap); then standardised."""
+        u = torch.rand(v.shape, generator=generator, dtype=torch.float64)
+        v = torch.where(torch.isfinite(v), v, (-self.zero_gap - ZERO_WIDTH * u).float())
+        z = torch.cat([e, v], 1)
         return (z - self.mean) / self.std if standardise else z
 
     def decode(self, z: torch.Tensor, energy=None, boundary: float | None = None) -> np.ndarray:

@@ -145,6 +145,43 @@ def test_large_geometries_get_the_layer_transformer_and_its_cells_map_back_one_t
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_strided_tokens_are_the_gathered_tokens():
+    """lcd's cells run layer-fastest and every layer is complete: the transformer reads its tokens
+    as a strided view instead of gathering them; the velocity and its gradients are the gather
+    path's (to float rounding). Layers first, or a masked cell, keep the gather."""
+    from calobench_flow.model import LayerVelocity
+
+    mask = np.ones((4, 5, 3), bool)
+    mask[0, 0, 0] = False
+    for geometry, strided in ((calobench.Geometry((4, 5, 3), layer_axis=2), True),
+                              (calobench.Geometry((3, 4, 5), layer_axis=0), False),
+                              (calobench.Geometry((4, 5, 3), layer_axis=2, mask=mask), False)):
+        info = calobench.DatasetInfo("toy", geometry, {"energy": (1.0, 10.0)})
+        m = FlowMatching(info, {**FlowMatching.config_for("smoke"), "width": 16, "blocks": 1, "backbone": "layers"},
+                         torch.device("cpu"))
+        net = m.nets["velocity"]
+        assert isinstance(net, LayerVelocity) and net.strided == strided
+    s = sim("lcd")
+    info = calobench.DatasetInfo("lcd", s.geometry(), s.condition_ranges())
+    m = FlowMatching(info, {**FlowMatching.config_for("smoke"), "width": 16, "blocks": 1}, torch.device("cpu"))
+    net = m.nets["velocity"]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    x = torch.randn(3, m.rep.n_features)
+    c = m._cond({k: torch.full((3,), lo) for k, (lo, _) in info.conditions.items()})
+    out = {}
+    for flag in (False, True):
+        net.strided = flag
+        net.zero_grad()
+        y = net(x, torch.full((3,), 0.3), c)
+        (y ** 2).sum().backward()
+        out[flag] = (y.detach(), [p.grad.clone() for p in net.parameters()])
+    assert torch.allclose(out[False][0], out[True][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(out[False][1], out[True][1]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(a.abs().max()) + 1e-8)
+
+
 @pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
 def test_smoke_with_the_layer_transformer_is_deterministic(tmp_path):
     """The lcd preset's parts (layer transformer, per-cell head, energy block weight, hit
