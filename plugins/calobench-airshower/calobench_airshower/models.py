@@ -2,10 +2,10 @@
 simulated 9x9x80 traces towards data)."""
 from __future__ import annotations
 
-import numpy as np
-import torch
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 import calobench
@@ -97,6 +97,7 @@ class AirshowerWGAN(calobench.Model):
         U = to_net(torch.as_tensor(data.array()))
         E = torch.as_tensor(data.conditions["energy"], dtype=torch.float32)  # EeV
         log_e = torch.log10(E)
+        E_in = self._energy_input(E)  # what the generator is fed
         for _ in trainer.phase("constrainer", 1):  # pre-train the constrainer on data
             train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
                             epochs=c["constrainer_epochs"], patience=99, device=dev, lr=c["constrainer_lr"],
@@ -112,7 +113,7 @@ class AirshowerWGAN(calobench.Model):
             A.eval()
             for _ in range(c["n_critic"]):
                 idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
-                real, e = U[idx].to(dev), self._energy_input(E[idx]).to(dev)
+                real, e = U[idx].to(dev), E_in[idx].to(dev)
                 with torch.no_grad():
                     fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
                 loss_d = D(fake).mean() - D(real).mean() + c["gp_lambda"] * gradient_penalty(D, real, fake)
@@ -120,7 +121,7 @@ class AirshowerWGAN(calobench.Model):
                 loss_d.backward()
                 self.optimizers["critic"].step()
             idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
-            fake = G(torch.randn(len(idx), c["latent"], device=dev), self._energy_input(E[idx]).to(dev))
+            fake = G(torch.randn(len(idx), c["latent"], device=dev), E_in[idx].to(dev))
             if c["constraint"] == "eev":  # EeV, as the paper's kappa (E - a(G))^2 reads
                 aux = ((E[idx].to(dev) - 10 ** A(fake)) ** 2).mean()
             else:  # in log10 E: every energy weighs the same

@@ -281,11 +281,8 @@ class FlowMatching(calobench.Model):
         fit_idx = np.sort(trainer.rng.choice(n, min(n, c["n_fit"]), replace=False))
         sample = data.take(fit_idx)
         self.rep.fit(sample.array(), self._energy(sample.conditions), gen)
-        energy = self._energy(data.conditions)
         # the deterministic part of the encoding, once (only the zeros' noise is drawn per step)
-        feats = [self.rep.features(torch.as_tensor(data.array()[i : i + 1000]),
-                                   None if energy is None else np.asarray(energy)[i : i + 1000])
-                 for i in range(0, n, 1000)]
+        feats = [self.rep.features(torch.as_tensor(b.array()), self._energy(b.conditions)) for b in data.chunks(1000)]
         e_feat, v_feat = (torch.cat(f) for f in zip(*feats))
         del feats
         cond = self._cond(data.conditions).cpu()

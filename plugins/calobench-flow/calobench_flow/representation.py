@@ -105,7 +105,7 @@ class Representation(nn.Module):
 
     def dequantise(self, e: torch.Tensor, v: torch.Tensor, generator=None, standardise: bool = True) -> torch.Tensor:
         """Each zero (-inf) drawn uniformly in [-gap - width, -gap); then standardised."""
-        u = torch.rand(v.shape, generator=generator, dtype=torch.float64)
+        u = torch.rand(v.shape, generator=generator, dtype=torch.float64)  # float64: the stream encode always drew
         v = torch.where(torch.isfinite(v), v, (-self.zero_gap - ZERO_WIDTH * u).float())
         z = torch.cat([e, v], 1)
         return (z - self.mean) / self.std if standardise else z
