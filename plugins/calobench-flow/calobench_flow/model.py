@@ -223,7 +223,7 @@ class FlowMatching(calobench.Model):
                     "lr": 1e-3, "ode_steps": 16, "solver": "midpoint", "cell_head": 32,
                     # 65 025 cells: the layer transformer (auto), small batches, the energy features weighed
                     # as a block (1/2500 of a plain MSE otherwise), 100 showers per generation call (memory);
-                    # no cell head (2/3 of a step's time on 65 025 cells), the hit count calibrated instead,
+                    # no cell head (~3/4 of a step on 65 025 cells: benchmarks/step_time.py), the hit count calibrated,
                     # an EMA horizon of 200 steps (0.999 kept a third of its weight on the first 1 000 of 2 000); 0.6 s a step
                     "per_dataset": {"lcd": {"width": 192, "blocks": 4, "heads": 4, "batch": 64, "cell_head": 0,
                                             "warmup_steps": 200, "steps": 2200, "n_fit": 2000, "energy_weight": 1.0,
