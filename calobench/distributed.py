@@ -91,12 +91,12 @@ def shard(*tensors):
 
 
 def mean(value: torch.Tensor) -> torch.Tensor:
-    """The average of a scalar over ranks (the value itself in a single process)."""
+    """The average of a tensor (any shape, detached) over ranks (the value itself in a single process)."""
     if world_size() == 1:
         return value
-    v = value.detach().float().reshape(1).clone()
+    v = value.detach().float().reshape(-1).clone()
     dist.all_reduce(v)
-    return v[0] / world_size()
+    return (v / world_size()).reshape(value.shape)
 
 
 def broadcast_flag(flag: bool) -> bool:
