@@ -8,17 +8,19 @@ import numpy as np
 import pydantic
 import torch
 from pydantic import PositiveFloat, PositiveInt
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import calobench
 
 from calobench.training import gradient_penalty, interpolates
 
-from .wgan import N_LATENT, Constrainer, Critic, Generator
+from .wgan import N_LATENT, N_LAYERS, Constrainer, Critic, Generator
 
 LABELS = ("energy", "impact_x", "impact_y")
 # label normalisation and the physical units of the auxiliary loss (GeV, mm)
 LABEL_SCALE = torch.tensor([100.0, 3.0, 2.5])
 AUX_UNITS = torch.tensor([100.0, 30.0, 25.0])
+N_SUMMARIES = N_LAYERS + 1  # the critic's shower summaries: 7 layer sums and the total
 
 
 class HGCALOptions(calobench.Options):
@@ -27,18 +29,34 @@ class HGCALOptions(calobench.Options):
     n_critic: PositiveInt = 9
     steps: PositiveInt | None = None  # generator steps; or give epochs
     epochs: PositiveFloat | None = None  # passes over the training set (counted in critic batches)
-    lr: PositiveFloat = 1e-4
-    lr_drops: list[float] = []  # steps (or fractions of the run, < 1) after which lr drops x10
+    lr: PositiveFloat = 1e-3  # the generator's learning rate
+    lr_critic: PositiveFloat | None = None  # None: lr
+    lr_constrainer: PositiveFloat | None = None  # None: lr
+    lr_drops: list[float] = []  # steps (or fractions of the run, < 1) after which every lr drops x10
+    constrainer_stop: float | None = None  # step (or fraction of the run, < 1) after which the constrainers freeze
     n_train: PositiveInt | None = None  # training showers used (None: all)
     constrainer_each_critic_step: bool = True
     gp_lambda: float = 5.0
     kappa: float = 0.01  # weight of the constrainers' term in the generator loss
+    # paper: |L_real - L_fake|, the constrainers' loss on real showers against theirs on generated
+    # showers of the same labels; label: |a(G) - label| (pulls every shower to the mean response)
+    aux: Literal["paper", "label"] = "paper"
     adam_betas: tuple[float, float] = (0.0, 0.9)
     apply_threshold: bool = True
     transform: Literal["linear", "log"] = "log"
+    # the networks see cells per unit of beam energy (E_cell x 50 GeV / E_beam): the response is linear in
+    # the energy by construction, the generator learns one shape family; the constrainers see true cells
+    per_gev: bool = False
+    output: Literal["relu", "bounded", "total"] = "relu"  # bounded: u_max * tanh(relu / u_max), u_max from the data
+    critic_threshold: bool = False  # the critic sees generated showers after the 2 MIP readout threshold
+    critic_summaries: bool = False  # the critic's label branch also reads the 7 layer sums and the total
+    label_width: PositiveInt = 10  # the critic's label branch
+    ema: float = pydantic.Field(0.0, ge=0.0, lt=1.0)  # > 0: sample from an EMA of the generator weights
 
     @pydantic.model_validator(mode="after")
     def _length(self):
+        if self.output == "total" and self.transform != "log":
+            raise ValueError("output=total generates on the log cell scale: it needs transform=log")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps or epochs (to replace a preset's epochs by steps: "
                              "--set epochs=null --set steps=N)")
@@ -56,14 +74,21 @@ class HGCALWGAN(calobench.Model):
     presets = {
         # seconds: for tests
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
-                  "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000},
-        # a useful model in <= 15 min on a 2-core CPU: a quarter of the channels, n_critic 3,
-        # constrainers updated once per generator step (see the plugin README)
-        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1000, "lr": 5e-4,
-                    "lr_drops": [700, 900], "n_train": 100_000, "constrainer_each_critic_step": False},
-        # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9
-        "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-4, "lr_drops": [0.5, 0.75],
-                  "n_train": None, "constrainer_each_critic_step": True},
+                  "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
+                  "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True},
+        # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 500 steps; cells per GeV of
+        # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
+        # and their energy sums, an EMA generator (every deviation and what it bought: the plugin README)
+        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1500, "lr": 5e-4, "lr_critic": 5e-4,
+                    "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
+                    "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
+                    "critic_summaries": True, "label_width": 64, "ema": 0.995, "per_gev": True},
+        # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9; generator 1e-3, critic 5e-4,
+        # constrainers 5e-5 and frozen after 50 epochs; learning rates x0.1 after 60 and 100 epochs
+        "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-3, "lr_critic": 5e-4,
+                  "lr_constrainer": 5e-5, "lr_drops": [60 / 150, 100 / 150], "constrainer_stop": 50 / 150,
+                  "n_train": None, "constrainer_each_critic_step": True, "aux": "paper", "output": "relu",
+                  "critic_threshold": False, "critic_summaries": False, "label_width": 10, "ema": 0.0},
     }
 
     def __init__(self, dataset, config, device):
@@ -75,25 +100,34 @@ class HGCALWGAN(calobench.Model):
             raise calobench.CalobenchError(f"hgcal_wgan needs 12x15x7 showers with conditions {', '.join(LABELS)}")
         mask = torch.as_tensor(g.mask if g.mask is not None else np.ones(g.shape, bool))
         w = config["width"]
-        self.nets = {"generator": Generator(mask, w), "critic": Critic(w), "energy_constrainer": Constrainer(1, w),
-                     "position_constrainer": Constrainer(2, w)}
+        self.nets = {"generator": Generator(mask, w, config["output"]),
+                     "critic": Critic(w, N_SUMMARIES if config["critic_summaries"] else 0, config["label_width"]),
+                     "energy_constrainer": Constrainer(1, w), "position_constrainer": Constrainer(2, w)}
+        # MIP per network unit (linear transform), set from the training data; a buffer of the
+        # generator, so it travels with the weights
+        self.nets["generator"].register_buffer("scale", torch.ones(1))
+        if config["ema"] > 0:
+            self.nets["ema"] = AveragedModel(self.nets["generator"], multi_avg_fn=get_ema_multi_avg_fn(config["ema"]))
+            self.inference_nets = ("ema",)
         for net in self.nets.values():
             net.to(device)
         betas = tuple(config["adam_betas"])
+        lr = config["lr"]
         self.optimizers = {
-            "generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=betas),
-            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=betas),
+            "generator": torch.optim.Adam(self.nets["generator"].parameters(), lr, betas=betas),
+            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr_critic"] or lr, betas=betas),
             "constrainers": torch.optim.Adam([*self.nets["energy_constrainer"].parameters(),
-                                              *self.nets["position_constrainer"].parameters()], config["lr"]),
+                                              *self.nets["position_constrainer"].parameters()],
+                                             config["lr_constrainer"] or lr),
         }
-        # MIP per network unit (linear transform), set from the training data; a buffer of the
-        # generator, so it travels with the weights
-        self.nets["generator"].register_buffer("scale", torch.ones(1, device=device))
         self.threshold = float(g.threshold)
 
     @property
     def scale(self) -> torch.Tensor:
         return self.nets["generator"].scale
+
+    def sampling_generator(self):
+        return (self.nets["ema"].module if "ema" in self.nets else self.nets["generator"]).eval()
 
     # -- the networks' cell scale ------------------------------------------------
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +140,33 @@ class HGCALWGAN(calobench.Model):
         if self.config["transform"] == "log":
             return torch.expm1(4 * u) * max(self.threshold, 1e-3)
         return u * self.scale.to(u.device)
+
+    def _energy_scale(self, lab: torch.Tensor) -> torch.Tensor:
+        """E_beam / 50 GeV per shower, shaped to broadcast over cells (1 without ``per_gev``)."""
+        if not self.config["per_gev"]:
+            return torch.ones(len(lab), 1, 1, 1, device=lab.device)
+        return (lab[:, 0] * LABEL_SCALE[0] / 50.0).reshape(-1, 1, 1, 1)
+
+    def physical(self, u: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """Network cells -> the network scale of the true cells (what the constrainers see)."""
+        if not self.config["per_gev"]:
+            return u
+        return self.to_net(self.from_net(u) * self._energy_scale(lab))
+
+    def summaries(self, u: torch.Tensor) -> torch.Tensor:
+        """The 7 layer sums and the total visible energy of showers in network units, on the log scale
+        of the cells (log1p(sum / 2 MIP) / 4): what the response and the resolution are made of."""
+        sums = self.from_net(u).sum((1, 2))
+        return self.to_net(torch.cat([sums, sums.sum(1, keepdim=True)], 1))
+
+    def readout(self, u: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """The detector's readout threshold in network units: cells below 2 MIP read zero. The gradient
+        passes straight through (as if there were no threshold): a plain cut gives cells below it no
+        gradient, and a generator whose cells all start below it stays empty (measured: 500 steps of
+        the default preset ended with every cell under 0.2 MIP)."""
+        thr = self.to_net(self.threshold / self._energy_scale(lab))  # 2 MIP in the networks' cell units
+        cut = torch.where(u < thr, torch.zeros_like(u), u)
+        return u + (cut - u).detach()
 
     # -- labels ----------------------------------------------------------------
     def _labels(self, conditions) -> torch.Tensor:
@@ -123,9 +184,12 @@ class HGCALWGAN(calobench.Model):
             return max(1, math.ceil(c["epochs"] * n_train / (c["batch"] * c["n_critic"])))
         return int(c["steps"])
 
-    def _lr_at(self, step: int, total: int) -> float:
-        drops = [d * total if isinstance(d, float) and d < 1 else d for d in self.config["lr_drops"]]
-        return self.config["lr"] * 0.1 ** sum(step >= d for d in drops)
+    @staticmethod
+    def _at(d: float, total: int) -> float:
+        return d * total if isinstance(d, float) and d < 1 else d
+
+    def _lr_factor(self, step: int, total: int) -> float:
+        return 0.1 ** sum(step >= self._at(d, total) for d in self.config["lr_drops"])
 
     def fit(self, train, trainer, validation=None):
         """Multi-process safe (``calobench.distributed``): every rank draws the same global batch and
@@ -136,32 +200,54 @@ class HGCALWGAN(calobench.Model):
         c, dev = self.config, self.device
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
         X = torch.as_tensor(data.array())
+        L = self._labels(data.conditions)
+        X = X / self._energy_scale(L)
         nz = X[X > 0]
         self.scale.copy_(torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1))
         X = self.to_net(X)
-        L = self._labels(data.conditions)
         G, D = self.nets["generator"], self.nets["critic"]
+        # the bounded output's ceiling: 10 % above the hottest training cell (network units)
+        G.u_max.fill_(1.1 * float(X.max()) if len(X) else 1.0)
+        if c["output"] == "total":
+            G.total_ref.fill_(float(self.from_net(X).sum((1, 2, 3)).mean()) if len(X) else 1.0)
+            G.cell_unit.fill_(max(self.threshold, 1e-3))
+        ema = self.nets.get("ema")
+        if ema is not None:
+            for name, buf in G.named_buffers():
+                ema.module.get_buffer(name).copy_(buf)
         AE, AP = self.nets["energy_constrainer"], self.nets["position_constrainer"]
-        Gw, Dw, AEw, APw = (dist.wrap(n, dev) for n in (G, D, AE, AP))  # DDP when world > 1
+        # DDP when world > 1; the constrainers are not wrapped: every rank trains them on the whole global
+        # batch (the ranks draw the same one), so their batch norm and weights are those of one process
+        Gw, Dw = dist.wrap(G, dev), dist.wrap(D, dev)
         opt_g, opt_d, opt_a = self.optimizers["generator"], self.optimizers["critic"], self.optimizers["constrainers"]
+        base = {opt: opt.defaults["lr"] for opt in (opt_g, opt_d, opt_a)}
         units = AUX_UNITS.to(dev)
         total = self.total_steps(len(X))
+        stop = self._at(c["constrainer_stop"], total) if c["constrainer_stop"] is not None else math.inf
         B = c["batch"]
+
+        def critic(x, lab):
+            return Dw(x, lab, self.summaries(x) if c["critic_summaries"] else None)
+
         for step in trainer.steps(self, total):
-            lr = self._lr_at(step, total)
+            f = self._lr_factor(step, total)
             for opt in (opt_g, opt_d, opt_a):
                 for group in opt.param_groups:
-                    group["lr"] = lr
-            AE.train(), AP.train()
+                    group["lr"] = base[opt] * f
+            train_a = step < stop
+            AE.train(train_a), AP.train(train_a)
             for k in range(c["n_critic"]):
-                idx = dist.shard(torch.as_tensor(trainer.rng.integers(0, len(X), B)))
+                idx_all = torch.as_tensor(trainer.rng.integers(0, len(X), B))
+                idx = dist.shard(idx_all)
                 real, lab = X[idx].to(dev, non_blocking=True), L[idx].to(dev, non_blocking=True)
                 z = dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev)
                 eps = dist.shard(torch.rand(B, 1, 1, 1)).to(dev)
                 with torch.no_grad():
                     fake = Gw(z, lab)
+                    if c["critic_threshold"]:
+                        fake = self.readout(fake, lab)
                 x_hat = interpolates(real, fake, eps)
-                out = Dw(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]))
+                out = critic(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]))
                 d_real, d_fake, d_hat = out.split(len(real))
                 gp = gradient_penalty(d_hat, x_hat)
                 d_real, d_fake = d_real.mean(), d_fake.mean()
@@ -169,8 +255,11 @@ class HGCALWGAN(calobench.Model):
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                if c["constrainer_each_critic_step"] or k == c["n_critic"] - 1:
-                    loss_a = ((AEw(real)[:, 0] - lab[:, 0]) ** 2).mean() + ((APw(real) - lab[:, 1:]) ** 2).mean()
+                if train_a and (c["constrainer_each_critic_step"] or k == c["n_critic"] - 1):
+                    lab_all = L[idx_all].to(dev)
+                    real_all = self.physical(X[idx_all].to(dev), lab_all)
+                    loss_a = (((AE(real_all)[:, 0] - lab_all[:, 0]) ** 2).mean()
+                              + ((AP(real_all) - lab_all[:, 1:]) ** 2).mean())
                     opt_a.zero_grad(set_to_none=True)
                     loss_a.backward()
                     opt_a.step()
@@ -179,14 +268,33 @@ class HGCALWGAN(calobench.Model):
             idx = dist.shard(torch.as_tensor(trainer.rng.integers(0, len(X), B)))
             lab = L[idx].to(dev)
             fake = Gw(dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev), lab)
-            pred = torch.cat([AE(fake), AP(fake)], 1)
-            aux = (torch.abs(pred - lab) * units).mean(0).sum()  # |L_real - L_fake| in GeV and mm
-            loss_g = -D(fake, lab).mean() + c["kappa"] * aux
+            if c["critic_threshold"]:
+                fake = self.readout(fake, lab)
+            fake_phys = self.physical(fake, lab)
+            err_fake = torch.abs(torch.cat([AE(fake_phys), AP(fake_phys)], 1) - lab) * units  # GeV and mm
+            if c["aux"] == "paper":  # |L_real - L_fake|: as well reconstructed as real showers, no better
+                with torch.no_grad():
+                    real = self.physical(X[idx].to(dev), lab)
+                    err_real = torch.abs(torch.cat([AE(real), AP(real)], 1) - lab) * units
+                # a statistic of the whole global batch: its value and sign come from the means over every
+                # rank, and the surrogate s . (m_real - m_fake) of this rank's slice has, averaged over ranks
+                # by DDP, the gradient of |M_real - M_fake| (in one process it is that loss exactly)
+                d_local = err_real.mean(0) - err_fake.mean(0)
+                d_global = dist.mean(d_local)
+                s = torch.sign(d_global).detach()
+                aux = (s * d_local).sum() + (d_global.abs().sum() - (s * d_local).sum()).detach()
+            else:
+                aux = err_fake.mean(0).sum()
+            loss_g = -critic(fake, lab).mean() + c["kappa"] * aux
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            trainer.log(critic=loss_d, generator=loss_g, wasserstein=d_real - d_fake, constrainer=loss_a,
-                        aux_gev_mm=aux)
+            if ema is not None:
+                ema.update_parameters(G)
+            log = {"critic": loss_d, "generator": loss_g, "wasserstein": d_real - d_fake, "aux_gev_mm": aux}
+            if train_a:
+                log["constrainer"] = loss_a
+            trainer.log(**log)
 
     # -- generation ------------------------------------------------------------
     @torch.no_grad()
@@ -194,9 +302,9 @@ class HGCALWGAN(calobench.Model):
         lab = self._labels(conditions).to(self.device)
         self.warn_extrapolation(conditions, LABELS, lambda c: "energy outside the trained range" if c == "energy"
                                 else f"{c} outside the beam spot")
-        G = self.nets["generator"].eval()
+        G = self.sampling_generator()
         z = torch.rand(len(lab), N_LATENT, device=self.device) * 2 - 1
-        out = self.from_net(G(z, lab))
+        out = self.from_net(G(z, lab)) * self._energy_scale(lab)
         if self.config["apply_threshold"]:  # the detector's readout threshold, as in the data
             out = torch.where(out < self.threshold, torch.zeros_like(out), out)
         return out.float().cpu().numpy()

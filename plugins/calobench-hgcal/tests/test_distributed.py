@@ -43,9 +43,8 @@ def _close(a, b):
     assert [h["step"] for h in a] == [h["step"] for h in b]
     for ha, hb in zip(a, b):
         for k in KEYS:
-            # identical global batches and noise; the sums are reduced in another order, and on CPU the
-            # constrainers' batch norm sees each rank's half batch (no CPU SyncBatchNorm). Measured:
-            # <= 2.3e-4 on critic/generator, 1.7e-3 on the constrainer loss; another seed: 0.1-0.5
+            # identical global batches and noise (every rank trains the constrainers on the whole global
+            # batch); the sums are reduced in another order. Another seed: 0.1-0.5
             assert ha[k] == pytest.approx(hb[k], rel=0.01, abs=0.01), (ha["step"], k, ha[k], hb[k])
 
 

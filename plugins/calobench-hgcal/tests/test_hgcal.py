@@ -73,28 +73,110 @@ def test_interpolation_split_params():
     assert np.all(d.conditions["energy"] == 70.0)
 
 
-def test_generator_shapes_follow_the_table():
+def conv_shapes(layers, h):
+    out = []
+    for layer in layers:
+        h = layer(h)
+        if isinstance(layer, (torch.nn.ConvTranspose2d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            out.append((layer.out_channels, *h.shape[2:]))
+    return out, h
+
+
+def n_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_generator_follows_our_reading_of_the_table():
+    """The paper's generator table as the plugin README reads it (width 1): per tower dense 10,
+    dense 192, reshape 16 x 3 x 4, three transposed convs kernel 3 stride 2 with 16 / 32 / 64 maps
+    (6 x 8, 12 x 16, 24 x 32); after the concatenation the 5 x 6 valid conv (20 x 27), then
+    (3,5), (3,5), (3,3) valid convs and the locally connected 3 x 3 layer to 12 x 15 x 7."""
     G = Generator(torch.as_tensor(MASK), width=1.0)
     z, lab = torch.rand(2, 10) * 2 - 1, torch.rand(2, 3)
     t = G.towers[0]
-    h = t.dense(torch.cat([z, lab], 1))
-    assert h.shape == (2, 192)
-    shapes = []
-    h = h.reshape(2, 16, 3, 4)
-    for layer in t.up:
-        h = layer(h)
-        if isinstance(layer, (torch.nn.ConvTranspose2d, torch.nn.Conv2d)):
-            shapes.append(tuple(h.shape[2:]))
-    assert shapes == [(6, 8), (12, 16), (24, 32), (20, 27)]
-    body = G.body(torch.cat([tw(torch.cat([z, lab], 1)) for tw in G.towers], 1))
-    assert body.shape[2:] == (14, 17)
+    assert [m.out_features for m in t.dense if isinstance(m, torch.nn.Linear)] == [10, 192]
+    ups = [m for m in t.up if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.kernel_size, m.stride) for m in ups] == [((3, 3), (2, 2))] * 3
+    shapes, h = conv_shapes(t.up, t.dense(torch.cat([z, lab], 1)).reshape(2, 16, 3, 4))
+    assert shapes == [(16, 6, 8), (32, 12, 16), (64, 24, 32)]
+    shapes, h = conv_shapes(G.body, torch.cat([tw(torch.cat([z, lab], 1)) for tw in G.towers], 1))
+    assert G.body[0].in_channels == 7 * 64 and G.body[0].kernel_size == (5, 6)
+    assert shapes == [(64, 20, 27), (64, 18, 23), (32, 16, 19), (16, 14, 17)]
     out = G(z, lab)
     assert out.shape == (2, 12, 15, 7) and (out >= 0).all()
     assert (out[:, torch.as_tensor(~MASK)] == 0).all()
-    assert sum(p.numel() for p in G.parameters()) == 1_252_992  # documented in the plugin README
-    assert Critic(1.0)(out, lab).shape == (2, 1)
-    assert Constrainer(2, 1.0)(out).shape == (2, 2)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in Critic(1.0).modules())
+    assert n_params(G) == 1_333_760  # documented in the plugin README
+
+
+def test_bounded_output_never_exceeds_its_ceiling():
+    G = Generator(torch.as_tensor(MASK), width=0.25, output="bounded")
+    G.u_max.fill_(1.5)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(50)  # a wildly saturated generator
+        out = G(torch.rand(64, 10) * 2 - 1, torch.rand(64, 3))
+    assert out.max() <= 1.5 and out.min() >= 0 and out.max() > 1.4
+
+
+def test_total_output_draws_the_shower_energy_first():
+    """output=total: the cells are fractions of a total drawn by the energy head, so before the readout
+    threshold a shower's cells sum to exactly that total (dead cells stay empty)."""
+    G = Generator(torch.as_tensor(MASK), width=0.25, output="total")
+    G.total_ref.fill_(2600.0), G.cell_unit.fill_(2.0)
+    z, lab = torch.rand(8, 10) * 2 - 1, torch.rand(8, 3)
+    with torch.no_grad():
+        cells = torch.expm1(4 * G(z, lab)) * 2.0
+        total = 2600.0 * torch.exp(G.total(torch.cat([z, lab], 1)))[:, 0]
+    assert torch.allclose(cells.sum((1, 2, 3)), total, rtol=1e-3)
+    assert (cells[:, torch.as_tensor(~MASK)] == 0).all()
+    with pytest.raises(ValueError, match="output must be"):
+        Generator(torch.as_tensor(MASK), output="sigmoid")
+
+
+def test_critic_and_constrainers_follow_our_reading_of_the_tables():
+    """Critic: labels -> dense 10 -> dense 180 (a 12 x 15 map), five 3 x 3 convs with layer norm
+    (64, 64, 128 s2, 128, 128 s2), dense 10, dense 1, no batch norm. Constrainers: six 3-D convs
+    (16, 16, pool, 32, 32, pool, 64, 64) with batch norm, flattened, one dense layer. The tables' own
+    constrainer counts (175 k energy, 256 k position, as the issue quotes them) are not reached:
+    the README lists it as an open difference."""
+    D = Critic(1.0)
+    assert [m.out_features for m in D.labels if isinstance(m, torch.nn.Linear)] == [10, 180]
+    x, lab = torch.rand(2, 12, 15, 7), torch.rand(2, 3)
+    shapes, _ = conv_shapes(D.convs, torch.cat([x.permute(0, 3, 1, 2), torch.rand(2, 1, 12, 15)], 1))
+    assert shapes == [(64, 12, 15), (64, 12, 15), (128, 6, 8), (128, 6, 8), (128, 3, 4)]
+    assert D(x, lab).shape == (2, 1)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)) for m in D.modules())
+    assert n_params(D) == 501_753
+    D8 = Critic(1.0, n_summaries=8)
+    assert D8(x, lab, torch.rand(2, 8)).shape == (2, 1)
+    for n_out, count in ((1, 219_409), (2, 223_442)):
+        A = Constrainer(n_out, 1.0)
+        shapes, y = conv_shapes(A.net, x[:, None])
+        assert shapes == [(16, 12, 15, 7), (16, 12, 15, 7), (32, 6, 7, 7), (32, 6, 7, 7), (64, 3, 3, 7),
+                          (64, 3, 3, 7)]
+        assert y.shape == (2, n_out) and n_params(A) == count
+
+
+def test_readout_cuts_at_two_mip_per_shower_and_passes_the_gradient():
+    """The critic's view of generated showers: cells under the 2 MIP readout threshold read zero (in
+    per-GeV cell units the threshold scales with the beam energy), yet every cell keeps a gradient
+    (a plain cut starves an empty generator of any)."""
+    info = calobench.DatasetInfo("hgcal", SIM.geometry(), SIM.condition_ranges())
+    m = HGCALWGAN(info, HGCALWGAN.config_for("smoke"), torch.device("cpu"))
+    assert m.config["per_gev"]
+    energies = np.array([20.0, 80.0])
+    lab = m._labels({"energy": energies, "impact_x": np.zeros(2), "impact_y": np.zeros(2)})
+    cells_mip = torch.tensor([1.0, 1.9, 2.1, 50.0])  # true cells
+    scale = torch.as_tensor(energies / 50.0, dtype=torch.float32).reshape(2, 1, 1, 1)
+    u = m.to_net(cells_mip.reshape(1, 1, 1, 4) / scale).requires_grad_(True)  # the networks' cell units
+    out = m.readout(u, lab)
+    true = m.from_net(out.detach()) * scale
+    assert torch.allclose(true[..., 2:], cells_mip[2:].expand(2, 1, 1, 2), rtol=1e-4)
+    assert (true[..., :2] == 0).all()
+    out.sum().backward()
+    assert torch.equal(u.grad, torch.ones_like(u))
+    # the constrainers see the true cells again
+    assert torch.allclose(m.from_net(m.physical(u.detach(), lab)), cells_mip.expand(2, 1, 1, 4), rtol=1e-4)
 
 
 def test_bad_conditions():
