@@ -76,10 +76,10 @@ class HGCALWGAN(calobench.Model):
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
                   "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
                   "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True},
-        # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 500 steps; cells per GeV of
+        # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 300 steps; cells per GeV of
         # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
         # and their energy sums, an EMA generator (every deviation and what it bought: the plugin README)
-        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1500, "lr": 5e-4, "lr_critic": 5e-4,
+        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1300, "lr": 5e-4, "lr_critic": 5e-4,
                     "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
                     "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
                     "critic_summaries": True, "label_width": 64, "ema": 0.995, "per_gev": True},
