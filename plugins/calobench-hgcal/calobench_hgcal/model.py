@@ -168,6 +168,10 @@ class HGCALWGAN(calobench.Model):
         cut = torch.where(u < thr, torch.zeros_like(u), u)
         return u + (cut - u).detach()
 
+    def _constrain(self, u: torch.Tensor) -> torch.Tensor:
+        """The constrainers' normalised labels (energy, x, y) for showers in the networks' true-cell units."""
+        return torch.cat([self.nets["energy_constrainer"](u), self.nets["position_constrainer"](u)], 1)
+
     # -- labels ----------------------------------------------------------------
     def _labels(self, conditions) -> torch.Tensor:
         missing = [c for c in LABELS if c not in conditions]
@@ -201,7 +205,8 @@ class HGCALWGAN(calobench.Model):
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
         X = torch.as_tensor(data.array())
         L = self._labels(data.conditions)
-        X = X / self._energy_scale(L)
+        if c["per_gev"]:
+            X = X / self._energy_scale(L)
         nz = X[X > 0]
         self.scale.copy_(torch.quantile(nz[: 1_000_000], 0.99).reshape(1) if len(nz) else torch.ones(1))
         X = self.to_net(X)
@@ -271,11 +276,11 @@ class HGCALWGAN(calobench.Model):
             if c["critic_threshold"]:
                 fake = self.readout(fake, lab)
             fake_phys = self.physical(fake, lab)
-            err_fake = torch.abs(torch.cat([AE(fake_phys), AP(fake_phys)], 1) - lab) * units  # GeV and mm
+            err_fake = torch.abs(self._constrain(fake_phys) - lab) * units  # GeV and mm
             if c["aux"] == "paper":  # |L_real - L_fake|: as well reconstructed as real showers, no better
                 with torch.no_grad():
                     real = self.physical(X[idx].to(dev), lab)
-                    err_real = torch.abs(torch.cat([AE(real), AP(real)], 1) - lab) * units
+                    err_real = torch.abs(self._constrain(real) - lab) * units
                 # a statistic of the whole global batch: its value and sign come from the means over every
                 # rank, and the surrogate s . (m_real - m_fake) of this rank's slice has, averaged over ranks
                 # by DDP, the gradient of |M_real - M_fake| (in one process it is that loss exactly)
@@ -312,7 +317,7 @@ class HGCALWGAN(calobench.Model):
     def reconstruct(self, showers: np.ndarray) -> dict:
         """The constrainers' labels for showers (used by the plots)."""
         x = self.to_net(torch.as_tensor(showers, device=self.device))
-        AE, AP = self.nets["energy_constrainer"].eval(), self.nets["position_constrainer"].eval()
+        self.nets["energy_constrainer"].eval(), self.nets["position_constrainer"].eval()
         with torch.no_grad():
-            y = torch.cat([AE(x), AP(x)], 1).cpu() * LABEL_SCALE
+            y = self._constrain(x).cpu() * LABEL_SCALE
         return {c: y[:, i].numpy() for i, c in enumerate(LABELS)}

@@ -16,9 +16,10 @@ Generator (input: 10 latent U(-1, 1) + 3 labels: energy, impact x, impact y)
   three later convs and the locally connected layer (all "valid") bring 20 x 27 to
   12 x 15, which is what the paper's text says they are for.
   Output activation: ReLU (the paper); ``total``: a dense head (13 -> 64 -> 64 -> 1) draws the
-  shower's total energy and the ReLU cells become its fractions (CaloFlow's split); or ``bounded``: u_max * tanh(relu(h) / u_max), a
-  ReLU near zero (cells start empty, as with the paper's ReLU) that saturates at u_max, so
-  no cell can exceed the hottest cell of the training data by more than a margin.
+  shower's total energy and the ReLU cells become its fractions (CaloFlow's split); or
+  ``bounded``: u_max * tanh(relu(h) / u_max), a ReLU near zero (cells start empty, as with the
+  paper's ReLU) that saturates at u_max, so no cell can exceed the hottest cell of the
+  training data by more than a margin.
 Critic: labels -> dense 10 -> dense 180 -> reshape 1 x 12 x 15, concatenated with the
   shower's 7 layers as channels; 5 convs 3 x 3 with layer norm (two with stride 2);
   dense 10; dense 1. No batch norm (it would break the gradient penalty). With
