@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,46 @@ LABELS = ("energy", "impact_x", "impact_y")
 LABEL_SCALE = torch.tensor([100.0, 3.0, 2.5])
 AUX_UNITS = torch.tensor([100.0, 30.0, 25.0])
 N_SUMMARIES = N_LAYERS + 1  # the critic's shower summaries: 7 layer sums and the total
+MAX_KNOTS = 16  # beam energies the response calibration keeps a factor for
+
+
+class ResponseCalibration(torch.nn.Module):
+    """Per-energy scale factors of the generated cells, found on validation showers (``calibrate``):
+    ``factor(E)`` interpolates log k linearly in log E between the calibrated beam energies and is
+    constant beyond them. Buffers only: it travels with the weights and has no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("log_energy", torch.zeros(MAX_KNOTS))
+        self.register_buffer("log_factor", torch.zeros(MAX_KNOTS))
+        self.register_buffer("n", torch.zeros((), dtype=torch.long))
+
+    def factor(self, energy: torch.Tensor) -> torch.Tensor:
+        n = int(self.n)
+        if n == 0:
+            return torch.ones_like(energy)
+        xp, fp = self.log_energy[:n].cpu().numpy(), self.log_factor[:n].cpu().numpy()
+        k = np.exp(np.interp(np.log(energy.detach().cpu().double().numpy()), xp, fp))
+        return torch.as_tensor(k, dtype=energy.dtype, device=energy.device)
+
+    def set(self, energies, factors) -> None:
+        n = len(energies)
+        if not 0 < n <= MAX_KNOTS:
+            raise calobench.CalobenchError(f"response calibration: {n} beam energies (1 to {MAX_KNOTS} supported)")
+        self.log_energy.zero_(), self.log_factor.zero_()
+        self.log_energy[:n] = torch.log(torch.as_tensor(energies, dtype=torch.float32))
+        self.log_factor[:n] = torch.log(torch.as_tensor(factors, dtype=torch.float32))
+        self.n.fill_(n)
+
+
+def beam_groups(energy: np.ndarray, gap: float = 0.02) -> list[np.ndarray]:
+    """Indices of showers grouped by beam energy: sorted energies split where the next one is more
+    than ``gap`` (relative) above the last (hgcal: 20, 32, 50, 80, 90 GeV with 1 % smearing). A
+    continuous spectrum is one group."""
+    order = np.argsort(energy, kind="stable")
+    e = energy[order]
+    cuts = np.nonzero(e[1:] > e[:-1] * (1 + gap))[0] + 1
+    return np.split(order, cuts)
 
 
 class HGCALOptions(calobench.Options):
@@ -50,8 +91,16 @@ class HGCALOptions(calobench.Options):
     output: Literal["relu", "bounded", "total"] = "relu"  # bounded: u_max * tanh(relu / u_max), u_max from the data
     critic_threshold: bool = False  # the critic sees generated showers after the 2 MIP readout threshold
     critic_summaries: bool = False  # the critic's label branch also reads the 7 layer sums and the total
+    # ... and the number of hits above 2 MIP per layer, counted softly (sigmoid((u - u_2MIP) / hit_softness)) on
+    # the generated cells before the threshold, so that the generator gets a gradient for cells just under it
+    critic_hits: bool = False
+    hit_softness: PositiveFloat = 0.02  # network (log) units: about 0.3 MIP at the threshold
     label_width: PositiveInt = 10  # the critic's label branch
     ema: float = pydantic.Field(0.0, ge=0.0, lt=1.0)  # > 0: sample from an EMA of the generator weights
+    # after training: scale the generated cells per beam energy (before the 2 MIP threshold) so that the mean
+    # visible energy of showers generated for validation labels matches the validation showers'
+    calibrate_response: bool = False
+    n_calibrate: PositiveInt = 5000  # validation showers used for that
 
     @pydantic.model_validator(mode="after")
     def _length(self):
@@ -101,11 +150,14 @@ class HGCALWGAN(calobench.Model):
         mask = torch.as_tensor(g.mask if g.mask is not None else np.ones(g.shape, bool))
         w = config["width"]
         self.nets = {"generator": Generator(mask, w, config["output"]),
-                     "critic": Critic(w, N_SUMMARIES if config["critic_summaries"] else 0, config["label_width"]),
+                     "critic": Critic(w, (N_SUMMARIES + N_LAYERS * config["critic_hits"]) if config["critic_summaries"]
+                                      else 0, config["label_width"]),
                      "energy_constrainer": Constrainer(1, w), "position_constrainer": Constrainer(2, w)}
         # MIP per network unit (linear transform), set from the training data; a buffer of the
         # generator, so it travels with the weights
         self.nets["generator"].register_buffer("scale", torch.ones(1))
+        if config["calibrate_response"]:
+            self.nets["calibration"] = ResponseCalibration()
         if config["ema"] > 0:
             self.nets["ema"] = AveragedModel(self.nets["generator"], multi_avg_fn=get_ema_multi_avg_fn(config["ema"]))
             self.inference_nets = ("ema",)
@@ -159,12 +211,25 @@ class HGCALWGAN(calobench.Model):
         sums = self.from_net(u).sum((1, 2))
         return self.to_net(torch.cat([sums, sums.sum(1, keepdim=True)], 1))
 
+    def hit_summaries(self, u: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """The number of hits above 2 MIP per layer, log1p(n) / 4, counted softly: each cell weighs
+        sigmoid((u - u_2MIP) / hit_softness), so cells just under the threshold carry a gradient. Real
+        cells are zero or above the threshold: their count is the hard one but for the few cells within
+        a softness of it."""
+        thr = self._threshold_net(lab)
+        n = torch.sigmoid((u - thr) / self.config["hit_softness"]).sum((1, 2))
+        return torch.log1p(n) / 4
+
+    def _threshold_net(self, lab: torch.Tensor) -> torch.Tensor:
+        """2 MIP in the networks' cell units, per shower (per-GeV cells: it scales with the beam energy)."""
+        return self.to_net(self.threshold / self._energy_scale(lab))
+
     def readout(self, u: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
         """The detector's readout threshold in network units: cells below 2 MIP read zero. The gradient
         passes straight through (as if there were no threshold): a plain cut gives cells below it no
         gradient, and a generator whose cells all start below it stays empty (measured: 500 steps of
         the default preset ended with every cell under 0.2 MIP)."""
-        thr = self.to_net(self.threshold / self._energy_scale(lab))  # 2 MIP in the networks' cell units
+        thr = self._threshold_net(lab)
         cut = torch.where(u < thr, torch.zeros_like(u), u)
         return u + (cut - u).detach()
 
@@ -231,8 +296,14 @@ class HGCALWGAN(calobench.Model):
         stop = self._at(c["constrainer_stop"], total) if c["constrainer_stop"] is not None else math.inf
         B = c["batch"]
 
-        def critic(x, lab):
-            return Dw(x, lab, self.summaries(x) if c["critic_summaries"] else None)
+        def critic(x, lab, before=None):
+            """The critic's score; ``before``: the showers before the readout threshold (for the hit counts)."""
+            if not c["critic_summaries"]:
+                return Dw(x, lab)
+            s = self.summaries(x)
+            if c["critic_hits"]:
+                s = torch.cat([s, self.hit_summaries(x if before is None else before, lab)], 1)
+            return Dw(x, lab, s)
 
         for step in trainer.steps(self, total):
             f = self._lr_factor(step, total)
@@ -248,11 +319,11 @@ class HGCALWGAN(calobench.Model):
                 z = dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev)
                 eps = dist.shard(torch.rand(B, 1, 1, 1)).to(dev)
                 with torch.no_grad():
-                    fake = Gw(z, lab)
+                    fake = before = Gw(z, lab)
                     if c["critic_threshold"]:
                         fake = self.readout(fake, lab)
                 x_hat = interpolates(real, fake, eps)
-                out = critic(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]))
+                out = critic(torch.cat([real, fake, x_hat]), torch.cat([lab, lab, lab]), torch.cat([real, before, x_hat]))
                 d_real, d_fake, d_hat = out.split(len(real))
                 gp = gradient_penalty(d_hat, x_hat)
                 d_real, d_fake = d_real.mean(), d_fake.mean()
@@ -272,7 +343,7 @@ class HGCALWGAN(calobench.Model):
             AE.eval(), AP.eval()
             idx = dist.shard(torch.as_tensor(trainer.rng.integers(0, len(X), B)))
             lab = L[idx].to(dev)
-            fake = Gw(dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev), lab)
+            fake = before = Gw(dist.shard(torch.rand(B, N_LATENT) * 2 - 1).to(dev), lab)
             if c["critic_threshold"]:
                 fake = self.readout(fake, lab)
             fake_phys = self.physical(fake, lab)
@@ -290,7 +361,7 @@ class HGCALWGAN(calobench.Model):
                 aux = (s * d_local).sum() + (d_global.abs().sum() - (s * d_local).sum()).detach()
             else:
                 aux = err_fake.mean(0).sum()
-            loss_g = -critic(fake, lab).mean() + c["kappa"] * aux
+            loss_g = -critic(fake, lab, before).mean() + c["kappa"] * aux
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -300,6 +371,49 @@ class HGCALWGAN(calobench.Model):
             if train_a:
                 log["constrainer"] = loss_a
             trainer.log(**log)
+        if c["calibrate_response"] and validation is not None:
+            for _ in trainer.phase("calibrate", 1):
+                found = self.calibrate(validation.head(min(len(validation), c["n_calibrate"])),
+                                       torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
+                trainer.log(**{f"factor_{e:g}GeV": k for e, k in zip(found["energy"], found["factor"])})
+
+    @torch.no_grad()
+    def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
+        """Find, per beam energy of the validation showers, the factor k on the generated cells (before
+        the 2 MIP threshold) for which the mean visible energy of showers generated for their labels
+        equals theirs (bisection: the visible energy grows with k). Validation showers only; the test
+        split and the hold-out are never seen. Sets the ``calibration`` net; returns what it found."""
+        if "calibration" not in self.nets:
+            raise calobench.CalobenchError("hgcal_wgan: calibrate() needs --set calibrate_response=true")
+        lab = self._labels(validation.conditions).to(self.device)
+        G = self.sampling_generator()
+        cells = []
+        for i in range(0, len(lab), 1000):
+            lb = lab[i: i + 1000]
+            z = torch.rand(len(lb), N_LATENT, generator=generator).to(self.device) * 2 - 1
+            cells.append((self.from_net(G(z, lb)) * self._energy_scale(lb)).reshape(len(lb), -1).float().cpu())
+        cells = torch.cat(cells)
+        real = validation.array().reshape(len(lab), -1).sum(1)
+        energy = np.asarray(validation.conditions["energy"], np.float64)
+        beams, factors = [], []
+        for g in beam_groups(energy):
+            x, target = cells[torch.as_tensor(g)], float(real[g].mean())
+
+            def visible(k):
+                y = x * k
+                return float(torch.where(y < self.threshold, torch.zeros_like(y), y).sum(1).mean())
+
+            lo, hi = 1 / 16, 16.0
+            for _ in range(40):
+                mid = math.sqrt(lo * hi)
+                lo, hi = (mid, hi) if visible(mid) < target else (lo, mid)
+            k = math.sqrt(lo * hi)
+            if not 1 / 15 < k < 15:
+                warnings.warn(f"hgcal_wgan: the response calibration at {energy[g].mean():.0f} GeV needs a factor "
+                              f"outside 1/16..16; kept at {k:.3g}")
+            beams.append(float(energy[g].mean())), factors.append(k)
+        self.nets["calibration"].set(beams, factors)
+        return {"energy": beams, "factor": factors}
 
     # -- generation ------------------------------------------------------------
     @torch.no_grad()
@@ -310,6 +424,8 @@ class HGCALWGAN(calobench.Model):
         G = self.sampling_generator()
         z = torch.rand(len(lab), N_LATENT, device=self.device) * 2 - 1
         out = self.from_net(G(z, lab)) * self._energy_scale(lab)
+        if "calibration" in self.nets:
+            out = out * self.nets["calibration"].factor(lab[:, 0] * LABEL_SCALE[0].item()).reshape(-1, 1, 1, 1)
         if self.config["apply_threshold"]:  # the detector's readout threshold, as in the data
             out = torch.where(out < self.threshold, torch.zeros_like(out), out)
         return out.float().cpu().numpy()

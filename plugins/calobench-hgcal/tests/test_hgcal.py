@@ -245,3 +245,80 @@ def test_paper_checks_pass_real_vs_real_and_catch_a_miscalibration():
     assert not any(k.endswith("70GeV") for k in bad)  # no hold-out split given: no hold-out entries
     assert all(not bad[f"response_{E}GeV"].passed for E in (20, 32, 50, 80, 90))
     assert all(abs(bad[f"response_{E}GeV"].value - 0.06) < 0.02 for E in (20, 32, 50, 80, 90))
+
+
+def test_beam_groups_split_the_beam_energies_and_keep_a_spectrum_whole():
+    from calobench_hgcal.model import beam_groups
+
+    rng = np.random.default_rng(0)
+    beams = rng.choice([20.0, 32.0, 50.0, 80.0, 90.0], 5000)
+    e = beams * (1 + 0.01 * rng.standard_normal(5000))  # the dataset's 1 % smearing
+    groups = beam_groups(e)
+    assert [round(float(np.mean(beams[g]))) for g in groups] == [20, 32, 50, 80, 90]
+    assert all((beams[g] == beams[g][0]).all() for g in groups) and sum(map(len, groups)) == 5000
+    assert len(beam_groups(rng.uniform(20, 90, 5000))) == 1  # a flat spectrum: one group
+
+
+def test_response_calibration_matches_validation_energy_per_beam_and_interpolates():
+    """After calibrate(), showers generated for the validation labels carry the validation showers' mean
+    visible energy at every beam energy (the threshold is applied after the factor); between beams the
+    factor interpolates in log E; the buffers travel with the weights. The generator here draws simulator
+    showers of the label's energy at 60 % of their cell energies, before the threshold: a generator whose
+    response is low, most at low energy, as the default's was."""
+    from calobench_hgcal.model import ResponseCalibration
+
+    info = calobench.DatasetInfo("hgcal", SIM.geometry(), SIM.condition_ranges())
+    cfg = {**HGCALWGAN.config_for("smoke"), "calibrate_response": True}
+    m = HGCALWGAN(info, cfg, torch.device("cpu"))
+    assert "calibration" not in HGCALWGAN(info, HGCALWGAN.config_for("smoke"), torch.device("cpu")).nets
+    pool = {E: torch.as_tensor(SIM.simulate(300, np.random.default_rng(int(E)), energies=[E],
+                                            energy_smear=0.0).array()) for E in (20.0, 50.0, 90.0)}
+
+    class Low(torch.nn.Module):  # 0.6 x the cells of a simulated shower at the label's beam energy
+        def forward(self, z, lab):
+            E = lab[:, 0] * 100
+            idx = torch.randint(0, 300, (len(lab),))
+            x = torch.stack([pool[min(pool, key=lambda b: abs(b - float(e)))][i] for e, i in zip(E, idx)])
+            return m.to_net(0.6 * x / m._energy_scale(lab))
+
+    m.sampling_generator = Low
+    val = SIM.simulate(1200, np.random.default_rng(5), energies=[20.0, 50.0, 90.0])
+    torch.manual_seed(0)
+    found = m.calibrate(val, torch.Generator().manual_seed(1))
+    assert [round(e) for e in found["energy"]] == [20, 50, 90]
+    assert all(k > 1 / 0.6 * 0.9 for k in found["factor"])
+    for E in (20.0, 50.0, 90.0):
+        sel = np.abs(val.conditions["energy"] - E) < 2
+        cond = {k: v[sel] for k, v in val.conditions.items()}
+        vis = np.concatenate([m.sample(cond) for _ in range(3)]).sum((1, 2, 3)).mean()
+        assert vis == pytest.approx(val.array()[sel].sum((1, 2, 3)).mean(), rel=0.02)
+    cal = m.nets["calibration"]
+    k = cal.factor(torch.tensor([20.0, 35.0, 50.0, 10.0, 200.0]))
+    k20, k50 = found["factor"][0], found["factor"][1]
+    assert float(k[0]) == pytest.approx(k20, rel=1e-4) and float(k[2]) == pytest.approx(k50, rel=1e-4)
+    w = (np.log(35) - np.log(20)) / (np.log(50) - np.log(20))
+    assert float(k[1]) == pytest.approx(k20 ** (1 - w) * k50 ** w, rel=1e-4)
+    assert float(k[3]) == pytest.approx(k20, rel=1e-4) and float(k[4]) == pytest.approx(found["factor"][2], rel=1e-4)
+    again = ResponseCalibration()
+    again.load_state_dict(cal.state_dict())
+    assert torch.equal(again.factor(torch.tensor([35.0])), cal.factor(torch.tensor([35.0])))
+    with pytest.raises(calobench.CalobenchError, match="calibrate_response"):
+        HGCALWGAN(info, HGCALWGAN.config_for("smoke"), torch.device("cpu")).calibrate(val)
+
+
+def test_hit_summaries_count_real_hits_and_give_cells_under_the_threshold_a_gradient():
+    info = calobench.DatasetInfo("hgcal", SIM.geometry(), SIM.condition_ranges())
+    m = HGCALWGAN(info, {**HGCALWGAN.config_for("smoke"), "critic_hits": True}, torch.device("cpu"))
+    assert m.nets["critic"].n_summaries == 15  # 7 layer sums, the total, 7 hit counts
+    real = SIM.simulate(50, np.random.default_rng(3))
+    lab = m._labels(real.conditions)
+    u = m.to_net(torch.as_tensor(real.array()) / m._energy_scale(lab))
+    soft = torch.expm1(4 * m.hit_summaries(u, lab))
+    hard = torch.as_tensor((real.array() > 0).sum((1, 2)), dtype=torch.float32)
+    assert torch.allclose(soft, hard, rtol=0.08, atol=3.0), (soft - hard).abs().max()
+    under = (m._threshold_net(lab).reshape(-1, 1, 1, 1) - 0.01).expand(50, 12, 15, 7).clone().requires_grad_(True)
+    m.hit_summaries(under, lab).sum().backward()
+    assert (under.grad > 0).all()
+    # a short training run with the option on
+    train = SIM.simulate(64, np.random.default_rng(4))
+    m.fit(train, calobench.Trainer(progress=False))
