@@ -30,6 +30,7 @@ class WGANOptions(calobench.Options):
     constrainer_online: bool = False  # keep training the constrainer on real patterns during the WGAN phase
     energy_input: Literal["linear", "log"] = "linear"  # generator input: E / 100 EeV (paper), or log10(E / 10 EeV)
     constraint: Literal["eev", "log"] = "eev"  # kappa (E - a(G))^2 in EeV^2 (paper), or in (log10 E)^2
+    critic_energy: bool = False  # the critic also sees the energy (log10(E / 10 EeV) as a second input plane)
     n_train: PositiveInt | None = None
     latent: PositiveInt = 80
     gp_lambda: NonNegativeFloat = 10.0
@@ -78,7 +79,8 @@ class AirshowerWGAN(calobench.Model):
         config = self.config
         w = config["width"]
         self.nets = {"generator": PatternGenerator(config["latent"], w).to(device),
-                     "critic": PatternCritic(w).to(device), "constrainer": PatternAixNet(w).to(device)}
+                     "critic": PatternCritic(w, conditioned=config["critic_energy"]).to(device),
+                     "constrainer": PatternAixNet(w).to(device)}
         b = tuple(config["betas"])
         self.optimizers = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
@@ -98,6 +100,10 @@ class AirshowerWGAN(calobench.Model):
         E = torch.as_tensor(data.conditions["energy"], dtype=torch.float32)  # EeV
         log_e = torch.log10(E)
         E_in = self._energy_input(E)  # what the generator is fed
+        E_d = torch.log10(E / E_PIVOT)  # what the critic is fed (critic_energy)
+
+        def critic(u, i):
+            return D(u, E_d[i].to(dev)) if c["critic_energy"] else D(u)
         for _ in trainer.phase("constrainer", 1):  # pre-train the constrainer on data
             train_regressor(A, data.array(), data.conditions["energy"], seed=int(trainer.rng.integers(1 << 30)),
                             epochs=c["constrainer_epochs"], patience=99, device=dev, lr=c["constrainer_lr"],
@@ -116,7 +122,8 @@ class AirshowerWGAN(calobench.Model):
                 real, e = U[idx].to(dev), E_in[idx].to(dev)
                 with torch.no_grad():
                     fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
-                loss_d = D(fake).mean() - D(real).mean() + c["gp_lambda"] * gradient_penalty(D, real, fake)
+                gp = gradient_penalty(lambda u: critic(u, idx), real, fake)
+                loss_d = critic(fake, idx).mean() - critic(real, idx).mean() + c["gp_lambda"] * gp
                 self.optimizers["critic"].zero_grad(set_to_none=True)
                 loss_d.backward()
                 self.optimizers["critic"].step()
@@ -126,7 +133,7 @@ class AirshowerWGAN(calobench.Model):
                 aux = ((E[idx].to(dev) - 10 ** A(fake)) ** 2).mean()
             else:  # in log10 E: every energy weighs the same
                 aux = ((log_e[idx].to(dev) - A(fake)) ** 2).mean()
-            loss_g = -D(fake).mean() + c["kappa"] * aux
+            loss_g = -critic(fake, idx).mean() + c["kappa"] * aux
             self.optimizers["generator"].zero_grad(set_to_none=True)
             loss_g.backward()
             self.optimizers["generator"].step()

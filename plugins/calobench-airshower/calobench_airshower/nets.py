@@ -45,19 +45,24 @@ class PatternGenerator(nn.Module):
 
 
 class PatternCritic(nn.Module):
-    """3 convs with LeakyReLU, global max pooling, dropout, dense 1. No batch norm."""
+    """3 convs with LeakyReLU, global max pooling, dropout, dense 1. No batch norm. With
+    ``conditioned``, the energy (log10(E / 10 EeV)) is a second input plane."""
 
-    def __init__(self, width: float = 1.0, dropout: float = 0.35):
+    def __init__(self, width: float = 1.0, dropout: float = 0.35, conditioned: bool = False):
         super().__init__()
         c = max(8, int(64 * width))
+        self.conditioned = conditioned
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 3, 1, 1), lrelu(), nn.Conv2d(c, 2 * c, 3, 1, 1), lrelu(),
+            nn.Conv2d(1 + conditioned, c, 3, 1, 1), lrelu(), nn.Conv2d(c, 2 * c, 3, 1, 1), lrelu(),
             nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
             nn.Linear(2 * c, 1),
         )
 
-    def forward(self, u):
-        return self.net(u[:, None])
+    def forward(self, u, log_energy=None):
+        x = u[:, None]
+        if self.conditioned:
+            x = torch.cat([x, log_energy.reshape(-1, 1, 1, 1).expand(-1, 1, *u.shape[1:])], 1)
+        return self.net(x)
 
 
 class PatternAixNet(nn.Module):

@@ -273,3 +273,27 @@ def test_wgan_online_constrainer_keeps_learning_on_real_patterns():
         assert ("constrainer" in m.training_state()["optimizers"]) == online
         assert np.isfinite([h["constraint"] for h in trainer.history if "constraint" in h]).all()
     assert any(not torch.equal(nets[False][k], nets[True][k]) for k in nets[False])
+
+
+def test_wgan_critic_energy_sees_the_label_of_each_pattern():
+    """critic_energy: the critic reads log10(E / 10 EeV) as a second plane, the same for real and fake
+    patterns of one batch row, so its score changes with the energy alone; a short fit runs with it."""
+    from calobench import Trainer
+    from calobench_airshower.models import AirshowerWGAN
+
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    m = AirshowerWGAN(info, {**AirshowerWGAN.config_for("smoke"), "critic_energy": True}, torch.device("cpu"))
+    D = m.nets["critic"].eval()
+    assert D.net[0].in_channels == 2
+    u = torch.rand(2, 9, 9)
+    same = u[:1].expand(2, 9, 9)
+    assert not torch.allclose(D(same, torch.tensor([-1.0, 1.0]))[0], D(same, torch.tensor([-1.0, 1.0]))[1])
+    seen = []
+    D.register_forward_hook(lambda mod, args, out: seen.append(args[1].clone()))
+    data = SIM.simulate(200, np.random.default_rng(0), view="pattern")
+    trainer = Trainer(progress=False, seed=0)
+    trainer.bind(m)
+    m.fit(data, trainer)
+    lo, hi = (float(torch.cat(seen).min()), float(torch.cat(seen).max()))
+    assert -1.0 <= lo < hi <= 1.0  # log10(E / 10 EeV) over 1-100 EeV
+    assert np.isfinite([h["critic"] for h in trainer.history if "critic" in h]).all()
