@@ -124,14 +124,17 @@ class HGCALWGAN(calobench.Model):
         # seconds: for tests
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
                   "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
-                  "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True},
+                  "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True,
+                  "critic_hits": True, "calibrate_response": True, "n_calibrate": 200},
         # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 300 steps; cells per GeV of
         # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
-        # and their energy sums, an EMA generator (every deviation and what it bought: the plugin README)
+        # with their energy sums and hit counts, an EMA generator, the response calibrated per beam energy
+        # on validation showers (every deviation and what it bought: the plugin README)
         "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1300, "lr": 5e-4, "lr_critic": 5e-4,
                     "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
                     "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
-                    "critic_summaries": True, "label_width": 64, "ema": 0.995, "per_gev": True},
+                    "critic_summaries": True, "critic_hits": True, "label_width": 64, "ema": 0.995,
+                    "per_gev": True, "calibrate_response": True},
         # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9; generator 1e-3, critic 5e-4,
         # constrainers 5e-5 and frozen after 50 epochs; learning rates x0.1 after 60 and 100 epochs
         "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-3, "lr_critic": 5e-4,

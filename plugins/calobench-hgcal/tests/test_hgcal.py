@@ -215,6 +215,9 @@ def test_smoke_run_end_to_end(tmp_path):
     run, = (tmp_path / "runs").glob("hgcal__hgcal_wgan__smoke-*__seed0")
     rec = json.loads((run / "record.json").read_text())
     assert rec["metrics"]["wasserstein"]["status"] == "ok" and "interp70" in rec["extra_splits"]
+    assert rec["train"]["phases"]["calibrate"] == 1  # the response calibration ran after the GAN phase
+    factors = {k: v for h in rec["train"]["history"] for k, v in h.items() if k.startswith("factor_")}
+    assert factors and all(1 / 16 < k < 16 for k in factors.values()), factors
     for png in ("hgcal_per_energy.png", "hgcal_occupancy.png", "hgcal_constrainers.png", "hgcal_correlations.png",
                 "hgcal_examples.png"):
         assert (run / "plots" / png).exists()
@@ -270,7 +273,8 @@ def test_response_calibration_matches_validation_energy_per_beam_and_interpolate
     info = calobench.DatasetInfo("hgcal", SIM.geometry(), SIM.condition_ranges())
     cfg = {**HGCALWGAN.config_for("smoke"), "calibrate_response": True}
     m = HGCALWGAN(info, cfg, torch.device("cpu"))
-    assert "calibration" not in HGCALWGAN(info, HGCALWGAN.config_for("smoke"), torch.device("cpu")).nets
+    off = {**cfg, "calibrate_response": False}
+    assert "calibration" not in HGCALWGAN(info, off, torch.device("cpu")).nets
     pool = {E: torch.as_tensor(SIM.simulate(300, np.random.default_rng(int(E)), energies=[E],
                                             energy_smear=0.0).array()) for E in (20.0, 50.0, 90.0)}
 
@@ -303,7 +307,7 @@ def test_response_calibration_matches_validation_energy_per_beam_and_interpolate
     again.load_state_dict(cal.state_dict())
     assert torch.equal(again.factor(torch.tensor([35.0])), cal.factor(torch.tensor([35.0])))
     with pytest.raises(calobench.CalobenchError, match="calibrate_response"):
-        HGCALWGAN(info, HGCALWGAN.config_for("smoke"), torch.device("cpu")).calibrate(val)
+        HGCALWGAN(info, off, torch.device("cpu")).calibrate(val)
 
 
 def test_hit_summaries_count_real_hits_and_give_cells_under_the_threshold_a_gradient():
