@@ -179,8 +179,16 @@ def floors(records: list) -> dict:
     for m, by_key in seen.items():
         key = max(by_key, key=lambda k: (k[1], k[0], k[2]))  # the largest N, newest version, newest ±
         vals = sorted(by_key[key], key=lambda x: (x[0], x[1] or 0))
-        out[m] = (vals[0][0], vals[0][1], key[1], len(vals) == 1)
+        out[m] = (vals[0][0], vals[0][1], key[1], all(_same_floor(vals[0], v) for v in vals[1:]))
     return out
+
+
+def _same_floor(a: tuple, b: tuple) -> bool:
+    """Two recordings of one floor agree when they differ only by floating-point noise (another
+    summation order, another BLAS, an algebraically equal formula): by at most 1e-6 of the floor's
+    uncertainty, or of its value where the uncertainty is zero."""
+    tol = 1e-6 * max(abs(a[1] or 0.0), abs(b[1] or 0.0), abs(a[0]), abs(b[0]), 1e-300)
+    return abs(a[0] - b[0]) <= tol and abs((a[1] or 0.0) - (b[1] or 0.0)) <= tol
 
 
 def table(records: list, references=(), gate: dict | None = None) -> pd.DataFrame:

@@ -354,3 +354,9 @@ def test_the_board_floor_takes_the_newest_uncertainty_method_without_a_disagreem
     assert floors([old, new])["m"] == (1.0, 0.3, 100, True)
     other = {"metrics": {"m": {**new["metrics"]["m"], "floor": 1.1}}}
     assert floors([old, new, other])["m"][3] is False  # same version, N and ± method, another value
+    # the same floor recomputed through another summation order (1e-17) or an algebraically equal
+    # formula (3e-8 of an uncertainty of 0.29, as FPD's eigh form against sqrtm): one floor
+    noise = {"metrics": {"m": {**new["metrics"]["m"], "floor": 1.0 + 1e-7, "floor_uncertainty": 0.3 + 1e-8}}}
+    assert floors([new, noise])["m"][3] is True
+    near = {"metrics": {"m": {**new["metrics"]["m"], "floor": 1.0 + 1e-4}}}  # far below ±, not noise
+    assert floors([new, near])["m"][3] is False
