@@ -64,12 +64,14 @@ class AirshowerWGAN(calobench.Model):
     inference_nets = ("generator",)
     presets = {
         "smoke": {"width": 0.25, "batch": 32, "n_critic": 2, "steps": 5, "constrainer_epochs": 1, "n_train": 1000,
-                  "timing_batches": [1, 100]},
+                  "timing_batches": [1, 100], "critic_energy": True},
         # 2-core CPU, <= 30 min of training. The generator's energy input and the constraint in log10 E,
-        # a one-cycle pre-trained constrainer that keeps learning on real patterns (README: the measurements)
+        # a one-cycle pre-trained constrainer that keeps learning on real patterns, a critic that sees the
+        # energy (README: the measurements)
         "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 4000, "n_train": 50_000,
                     "energy_input": "log", "constraint": "log", "kappa": 20.0, "constrainer_epochs": 10,
-                    "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True},
+                    "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True,
+                    "critic_energy": True},
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
