@@ -21,7 +21,7 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     small = tmp / "small.yaml"
     small.write_text("hgcal:\n  simulator: hgcal\n  splits:\n    train: {n: 600, seed: 1}\n"
-                     "    test: {n: 200, seed: 3}\n    reference: {n: 200, seed: 4}\n")
+                     "    validation: {n: 200, seed: 2}\n    test: {n: 200, seed: 3}\n    reference: {n: 200, seed: 4}\n")
     e = {**os.environ, "CALOBENCH_CACHE": str(tmp / "cache"), "CALOBENCH_DATASETS": str(small),
          "OMP_NUM_THREADS": "1"}
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -40,8 +40,13 @@ def _run(tmp, env, out, *extra, code=0):
 
 
 def _close(a, b):
-    assert [h["step"] for h in a] == [h["step"] for h in b]
+    assert [(h["phase"], h["step"]) for h in a] == [(h["phase"], h["step"]) for h in b]
     for ha, hb in zip(a, b):
+        if ha["phase"] == "calibrate":  # the response factors: every rank calibrates on the same showers
+            assert ha.keys() == hb.keys() and any(k.startswith("factor_") for k in ha)
+            for k in ha.keys() - {"phase", "step"}:
+                assert ha[k] == pytest.approx(hb[k], rel=1e-4), (k, ha[k], hb[k])
+            continue
         for k in KEYS:
             # identical global batches and noise (every rank trains the constrainers on the whole global
             # batch); the sums are reduced in another order. Another seed: 0.1-0.5
@@ -53,7 +58,7 @@ def test_two_processes_follow_one(env):
     one = _run(tmp, e, "one", "--set", "steps=6")
     two = _run(tmp, e, "two", "--set", "steps=6", "--nproc", "2")
     assert one["train"]["processes"] == 1 and two["train"]["processes"] == 2
-    assert len(one["train"]["history"]) == 6
+    assert [h["phase"] for h in one["train"]["history"]] == ["train"] * 6 + ["calibrate"]
     _close(one["train"]["history"], two["train"]["history"])
     # a different trajectory would not pass: another seed differs by far more than the tolerance
     other = _run(tmp, e, "other", "--set", "steps=6", "--seed", "1")
