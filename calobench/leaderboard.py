@@ -184,11 +184,12 @@ def floors(records: list) -> dict:
 
 
 def _same_floor(a: tuple, b: tuple) -> bool:
-    """Two recordings of one floor agree when they differ only by floating-point noise (another
-    summation order, another BLAS, an algebraically equal formula): by at most 1e-6 of the floor's
-    uncertainty, or of its value where the uncertainty is zero."""
-    tol = 1e-6 * max(abs(a[1] or 0.0), abs(b[1] or 0.0), abs(a[0]), abs(b[0]), 1e-300)
-    return abs(a[0] - b[0]) <= tol and abs((a[1] or 0.0) - (b[1] or 0.0)) <= tol
+    """Two recordings (value, uncertainty) of one floor agree when they differ only by floating-point
+    noise (another summation order, another BLAS, an algebraically equal formula): value and
+    uncertainty each by at most 1e-6 of the larger of the floor's value and its uncertainty."""
+    (va, ua), (vb, ub) = (a[0], a[1] or 0.0), (b[0], b[1] or 0.0)
+    tol = 1e-6 * max(abs(va), abs(vb), abs(ua), abs(ub))
+    return abs(va - vb) <= tol and abs(ua - ub) <= tol
 
 
 def table(records: list, references=(), gate: dict | None = None) -> pd.DataFrame:
