@@ -6,6 +6,8 @@ Prints, for the run's samples against the dataset:
   * mean energy response (visible MIP per GeV) and resolution (sigma/mean of the total
     visible energy) per beam energy, including the 70 GeV interpolation hold-out,
     real vs generated;
+  * the shower shape per beam energy, real vs generated: mean number of hits, lateral width,
+    depth and the median hit cell;
   * W1 per observable (normalised by the real spread) for generated vs real and for the
     floor (reference vs real);
   * generation showers/s at batch 1, 100, 10 000 (median of 10 after a warm-up) beside the
@@ -49,24 +51,38 @@ def main():
     gen = {"test": run.samples().load(), "interp70": run.samples("interp70").load()}
     print(f"run {args.run_dir.name}: {rec['model']} ({rec['preset']}), trained {rec['train']['steps']} steps "
           f"in {rec['train']['wall_s'] / 60:.1f} min on {rec['generation']['device']}")
+    feats = {side: {k: features(v) for k, v in d.items()} for side, d in (("real", real), ("gen", gen))}
+    threshold = float(real["test"].geometry.threshold)
+
+    def beams():
+        """(E, split, real rows, generated rows, tag) per beam energy with enough real showers."""
+        for E in ENERGIES:
+            split = "interp70" if E == 70 else "test"
+            sr = np.abs(real[split].conditions["energy"] - E) < 0.05 * E
+            sg = np.abs(gen[split].conditions["energy"] - E) < 0.05 * E
+            if sr.sum() >= 10:
+                yield E, split, sr, sg, " (hold-out)" if E == 70 else ""
+
     print("\nenergy response [MIP/GeV] and resolution, real vs generated")
     print(f"{'E [GeV]':>8} {'n':>6} {'response real':>14} {'response gen':>13} {'ratio':>7} "
           f"{'resol. real':>12} {'resol. gen':>11}")
-    for E in ENERGIES:
-        split = "interp70" if E == 70 else "test"
-        r, g = real[split], gen[split]
-        sr = np.abs(r.conditions["energy"] - E) < 0.05 * E
-        sg = np.abs(g.conditions["energy"] - E) < 0.05 * E
-        if sr.sum() < 10:
-            continue
-        er, eg = features(r)["E_total"][sr], features(g)["E_total"][sg]
+    for E, split, sr, sg, tag in beams():
+        er, eg = feats["real"][split]["E_total"][sr], feats["gen"][split]["E_total"][sg]
         rr, rg = er.mean() / E, eg.mean() / E
-        tag = " (hold-out)" if E == 70 else ""
         print(f"{E:>8} {sr.sum():>6} {rr:>14.2f} {rg:>13.2f} {rg / rr:>7.3f} {er.std() / er.mean():>12.3f} "
               f"{eg.std() / eg.mean():>11.3f}{tag}")
 
-    ref = ds.load("reference").load()
-    fr, fg, ff = features(real["test"]), features(gen["test"]), features(ref)
+    print(f"\nshower shape per beam energy, real / generated: mean hits (cells >= {threshold:g} MIP), width_x, "
+          "depth, median hit cell [MIP]")
+    print(f"{'E [GeV]':>8} {'hits':>13} {'width_x':>13} {'depth':>13} {'median hit':>13}")
+    for E, split, sr, sg, tag in beams():
+        fr_, fg_ = feats["real"][split], feats["gen"][split]
+        cr, cg = real[split].array()[sr], gen[split].array()[sg]
+        med = [float(np.median(c[c >= threshold])) for c in (cr, cg)]
+        cols = [f"{fr_[k][sr].mean():.3g} / {fg_[k][sg].mean():.3g}" for k in ("n_hits", "width_x", "depth")]
+        print(f"{E:>8} " + " ".join(f"{c:>13}" for c in cols) + f" {med[0]:>5.1f} / {med[1]:<5.1f}{tag}")
+
+    fr, fg, ff = feats["real"]["test"], feats["gen"]["test"], features(ds.load("reference").load())
     print("\nW1 / std(real) per observable: generated vs real, and the floor (reference vs real)")
     print(f"{'observable':<18} {'generated':>10} {'floor':>8} {'ratio':>7}")
     for k in OBS:
