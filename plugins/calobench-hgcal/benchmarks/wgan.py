@@ -42,7 +42,10 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     device = calobench.resolve_device(args.device)
-    run = calobench.load_run(args.run_dir, device=str(device))
+    try:
+        run = calobench.load_run(args.run_dir, device=str(device))
+    except calobench.CalobenchError as e:
+        raise SystemExit(f"error: {e}") from None
     rec, model = run.record, run.model
     if rec is None or model is None:
         raise SystemExit(f"{args.run_dir}: the run has not finished (no record.json or model.safetensors)")
