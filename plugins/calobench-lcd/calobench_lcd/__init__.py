@@ -29,7 +29,7 @@ def register_datasets(register):
     register("lcd", {
         "description": "LCD-like 51x51x25 Si-W ECAL, electrons 2-500 GeV, theta 60-120 deg (GFLASH spots; plugin calobench-lcd)",
         "simulator": "lcd",
-        "version": 1,
+        "version": 2,
         "splits": {"train": {"n": 10000, "seed": 301}, "validation": {"n": 1000, "seed": 302},
                    "test": {"n": 2000, "seed": 303}, "reference": {"n": 2000, "seed": 304}},
     })

@@ -55,6 +55,31 @@ def test_sampling_fraction_sparsity_dynamic_range(sample):
     assert np.log10(hits.max() / hits.min()) > 3.5  # many decades
 
 
+def test_soft_photon_halo_occupancy_spectrum_and_energy(monkeypatch):
+    """Version 2's halo: at 450-500 GeV a shower touches >= 10 % of the 65 025 cells (the paper: up to
+    ~20 %; version 1: 2.4 %), with a smooth spectrum of deposits far below a MIP, most of them in the
+    periphery; the visible sum is taken from the shower's own spots, so the sampling fraction stays
+    within 3 % of the simulator without the halo."""
+    import calobench_lcd.simulator as sim
+
+    hi = SIM.simulate(32, np.random.default_rng(5), energy_range=(450.0, 500.0))
+    occupancy = (hi.showers > 0).mean((1, 2, 3))
+    assert occupancy.min() > 0.10 and occupancy.max() < 0.25
+    hits = hi.showers[hi.showers > 0]
+    assert (hits < 1e-5).mean() > 0.3 and (hits > 1e-3).sum() > 0  # soft deposits and the core's hot cells
+    r = np.hypot(*np.meshgrid(np.arange(51) - 25, np.arange(51) - 25, indexing="ij"))
+    per_cell = (hi.showers > 0).mean((0, 3))
+    assert per_cell[r > 8].sum() > per_cell[r <= 8].sum()  # most hit cells lie beyond ~3.5 R_M
+    lo = SIM.simulate(64, np.random.default_rng(6), energy_range=(2.0, 10.0))
+    assert (lo.showers > 0).mean() < 0.03
+    with_halo = hi.showers.sum((1, 2, 3)) / hi.conditions["energy"]
+    monkeypatch.setattr(sim, "HALO_PER_GEV", 0.0)
+    no_halo = SIM.simulate(32, np.random.default_rng(5), energy_range=(450.0, 500.0))
+    assert (no_halo.showers > 0).mean() < 0.04
+    ratio = with_halo.mean() / (no_halo.showers.sum((1, 2, 3)) / no_halo.conditions["energy"]).mean()
+    assert abs(ratio - 1) < 0.03
+
+
 def test_image_centred_and_angle_measured(sample):
     x = sample.showers.astype(np.float64)
     w = x.sum((2, 3))
