@@ -22,11 +22,26 @@ FRACTION_EPS = 1e-6  # layer fractions below this are empty layers
 ZERO_WIDTH = 2.0  # zeros are drawn in [-ZERO_WIDTH, 0) in log(x / threshold) units
 
 
+def central_window(shape: tuple, layer_axis, crop: int) -> np.ndarray:
+    """True on the central ``crop`` cells of every axis longer than ``crop``, the layer axis excepted."""
+    keep = np.ones(shape, bool)
+    layer_axis = None if layer_axis is None else layer_axis % len(shape)
+    for axis, n in enumerate(shape):
+        if axis == layer_axis or n <= crop:
+            continue
+        lo = (n - crop) // 2
+        inside = np.zeros(n, bool)
+        inside[lo: lo + crop] = True
+        keep &= np.expand_dims(inside, tuple(i for i in range(len(shape)) if i != axis))
+    return keep
+
+
 class Representation(nn.Module):
     """Buffers only (saved with the model): active-cell mask, layer index per cell, threshold,
     feature mean/std."""
 
-    def __init__(self, geometry, conditions: dict, energy: str = "total", zero_gap: float = 0.0):
+    def __init__(self, geometry, conditions: dict, energy: str = "total", zero_gap: float = 0.0,
+                 crop: int | None = None):
         super().__init__()
         self.zero_gap = float(zero_gap)  # zeros are drawn in [-gap - ZERO_WIDTH, -gap)
         # a cell feature decodes to a hit at or above this (default: the middle of the gap); the model
@@ -37,6 +52,8 @@ class Representation(nn.Module):
         self.energy_mode = energy
         shape = tuple(geometry.shape)
         mask = np.ones(shape, bool) if geometry.mask is None else np.asarray(geometry.mask, bool)
+        if crop is not None:  # only the central crop cells of every axis but the layer axis are generated
+            mask = mask & central_window(shape, geometry.layer_axis, crop)
         if geometry.layer_axis is not None and len(shape) > 1:
             layer = np.broadcast_to(np.expand_dims(np.arange(shape[geometry.layer_axis]),
                                                    tuple(i for i in range(len(shape)) if i != geometry.layer_axis)),

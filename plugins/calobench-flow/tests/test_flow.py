@@ -49,6 +49,28 @@ def test_representation_round_trip_is_exact(name, params, mode):
     assert ((back == 0) == (data.array() == 0)).mean() > 0.999  # zeros decode to exact zeros
 
 
+def test_crop_generates_the_central_window_only():
+    """crop=25 on lcd: 25 x 25 cells in each of the 25 layers are features, every other cell decodes to
+    zero; a shower that is zero outside the window round-trips exactly (the layer energies are the
+    window's); the layer tokens hold the window's 625 cells."""
+    from calobench_flow.model import LayerVelocity
+    from calobench_flow.representation import central_window
+
+    keep = central_window((51, 51, 25), -1, 25)
+    assert keep.sum() == 25 * 25 * 25 and keep[13:38, 13:38].all() and not keep[12].any() and not keep[:, 38].any()
+    s = sim("lcd")
+    data = s.simulate(16, np.random.default_rng(0))
+    x = data.array() * keep
+    rep = Representation(s.geometry(), s.condition_ranges(), "total", 0.5, crop=25)
+    assert rep.n_cells == 15625 and rep.n_features == 26 + 15625
+    e = data.conditions["energy"]
+    rep.fit(x, e, torch.Generator().manual_seed(0))
+    back = rep.decode(rep.encode(torch.as_tensor(x), e, torch.Generator().manual_seed(1)), e)
+    assert np.allclose(back, x, rtol=2e-4, atol=1e-12) and (back[:, ~keep] == 0).all()
+    net = LayerVelocity(rep, 4, 32, 1, 16)
+    assert net.cells == 625 and net.strided  # the window's features still run layer-fastest
+
+
 @pytest.mark.parametrize("mode", ["total", "layers"])
 def test_layer_energies_set_the_total_energy(mode):
     s = sim("hgcal")
@@ -185,12 +207,21 @@ def test_strided_tokens_are_the_gathered_tokens():
 @pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
 def test_smoke_with_the_layer_transformer_is_deterministic(tmp_path):
     """The lcd preset's parts (layer transformer, per-cell head, energy block weight, hit
-    calibration on validation showers) on a small geometry: two runs, one record."""
+    calibration on validation showers, a central crop) on a small geometry: two runs, one record;
+    the samples are zero outside the crop."""
+    import h5py
+
     args = ("--dataset", "hgcal", "--metrics", "wasserstein", "--set", "backbone=layers", "--set", "cell_head=8",
-            "--set", "energy_weight=1.0", "--set", "calibrate_hits=true", "--set", "n_calibrate=100")
+            "--set", "energy_weight=1.0", "--set", "calibrate_hits=true", "--set", "n_calibrate=100",
+            "--set", "crop=9")
     a = run(tmp_path, *args, "--out", "a")
     assert a.returncode == 0, a.stderr
     b = run(tmp_path, *args, "--out", "b")
     assert b.returncode == 0 and values(record(tmp_path, "a")) == values(record(tmp_path, "b"))
     rec = record(tmp_path, "a")
     assert rec["config"]["backbone"] == "layers" and rec["train"]["phases"]["calibrate"] == 1
+    with h5py.File(next((tmp_path / "a").glob("*/samples.h5")), "r") as f:
+        x = f["showers"][:]
+    from calobench_flow.representation import central_window
+    keep = central_window(x.shape[1:], 2, 9)  # hgcal: 12 x 15 cells, 7 layers on the last axis
+    assert (x[:, ~keep] == 0).all() and (x[:, keep] > 0).any()
