@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import calobench
 
+from .periphery import Periphery
 from .representation import ZERO_WIDTH, Representation
 
 
@@ -47,7 +48,8 @@ class FlowOptions(calobench.Options):
     backbone: Literal["auto", "mlp", "layers"] = "auto"  # auto: an MLP up to MLP_MAX_FEATURES features, else layers
     heads: PositiveInt = 4  # attention heads of the layer transformer
     cell_head: NonNegativeInt = 0  # hidden width of the per-cell head (CellHead); 0: none
-    crop: PositiveInt | None = None  # generate only the central crop cells of each axis but the layer axis (rest: 0)
+    crop: PositiveInt | None = None  # the flow generates only the central crop cells of each axis but the layer axis
+    periphery: bool = True  # with crop: the cells outside it drawn independently per cell (periphery.py); False: zero
 
 
 MLP_MAX_FEATURES = 8192  # above: the layer transformer (an MLP's input and output layers grow with the cells)
@@ -243,6 +245,13 @@ class FlowMatching(calobench.Model):
         self.rep = Representation(dataset.geometry, dataset.conditions, c["energy"], c["zero_gap"], c["crop"])
         n_cond = sum(2 if lo > 0 else 1 for lo, _ in (dataset.conditions[k] for k in self.cond_names))
         self.nets["representation"] = self.rep
+        self.periphery = None
+        if c["crop"] is not None and c["periphery"]:
+            g = dataset.geometry
+            every = np.ones(int(np.prod(g.shape)), bool) if g.mask is None else np.asarray(g.mask, bool).reshape(-1)
+            every[self.rep.active.numpy()] = False
+            self.periphery = Periphery(np.flatnonzero(every), dataset.conditions)
+            self.nets["periphery"] = self.periphery
         backbone = c["backbone"]
         if backbone == "auto":
             backbone = "mlp" if self.rep.n_features <= MLP_MAX_FEATURES else "layers"
@@ -254,7 +263,7 @@ class FlowMatching(calobench.Model):
             self.nets["velocity"] = LayerVelocity(self.rep, n_cond, c["width"], c["blocks"], c["time_dim"], c["heads"],
                                                   c["cell_head"])
         self.nets["ema"] = AveragedModel(self.nets["velocity"], multi_avg_fn=get_ema_multi_avg_fn(c["ema"]))
-        for k in ("representation", "velocity", "ema"):
+        for k in self.nets:
             self.nets[k].to(device)
         self.optimizers["velocity"] = torch.optim.AdamW(self.nets["velocity"].parameters(), lr=c["lr"],
                                                         weight_decay=c["weight_decay"])
@@ -283,6 +292,8 @@ class FlowMatching(calobench.Model):
         fit_idx = np.sort(trainer.rng.choice(n, min(n, c["n_fit"]), replace=False))
         sample = data.take(fit_idx)
         self.rep.fit(sample.array(), self._energy(sample.conditions), gen)
+        if self.periphery is not None:  # the cells outside the crop: per-cell hit rates and values, binned
+            self.periphery.fit((b.array() for b in data.chunks(1000)), data.conditions)
         # the deterministic part of the encoding, once (only the zeros' noise is drawn per step)
         feats = [self.rep.features(torch.as_tensor(b.array()), self._energy(b.conditions)) for b in data.chunks(1000)]
         e_feat, v_feat = (torch.cat(f) for f in zip(*feats))
@@ -360,7 +371,11 @@ class FlowMatching(calobench.Model):
 
     # -- sampling ---------------------------------------------------------------
     def sample(self, conditions):
-        return self.rep.decode(self._integrate(conditions), self._energy(conditions))
+        out = self.rep.decode(self._integrate(conditions), self._energy(conditions))
+        if self.periphery is not None:
+            flat = out.reshape(len(out), -1)
+            flat[:, self.periphery.outside.cpu().numpy()] = self.periphery.sample(conditions).numpy()
+        return out
 
     @torch.no_grad()
     def _integrate(self, conditions, generator=None) -> torch.Tensor:

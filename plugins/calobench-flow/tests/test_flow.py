@@ -224,4 +224,35 @@ def test_smoke_with_the_layer_transformer_is_deterministic(tmp_path):
         x = f["showers"][:]
     from calobench_flow.representation import central_window
     keep = central_window(x.shape[1:], 2, 9)  # hgcal: 12 x 15 cells, 7 layers on the last axis
-    assert (x[:, ~keep] == 0).all() and (x[:, keep] > 0).any()
+    assert (x[:, keep] > 0).any() and (x[:, ~keep] > 0).any()  # the window by the flow, the rest by Periphery
+
+
+def test_periphery_draws_the_training_hit_rates_and_values():
+    """Periphery on lcd's cells outside a 25 x 25 crop: per condition bin, each cell is hit at its
+    training frequency (checked against a hand count) and hits take values from the bin's outside
+    hits (within their range); the draws follow the generator; showers of a high-energy bin get
+    more outside hits than a low one's, as in the data."""
+    from calobench_flow.periphery import Periphery
+    from calobench_flow.representation import central_window
+
+    s = sim("lcd")
+    data = s.simulate(200, np.random.default_rng(2))
+    x = data.array()
+    out = np.flatnonzero(~central_window(x.shape[1:], -1, 25).reshape(-1))
+    per = Periphery(out, s.condition_ranges(), bins=2)
+    per.fit([x[:120], x[120:]], data.conditions)
+    b = per.bin_of(data.conditions)
+    assert sorted(np.unique(b)) == [0, 1, 2, 3]
+    flat = x.reshape(len(x), -1)[:, out]
+    for k in range(4):
+        np.testing.assert_allclose(per.p[k].numpy(), (flat[b == k] > 0).mean(0), rtol=1e-6, atol=1e-7)
+    cond = {k: np.repeat(v[:1], 400) for k, v in data.conditions.items()}
+    g = per.sample(cond, torch.Generator().manual_seed(0))
+    assert torch.equal(g, per.sample(cond, torch.Generator().manual_seed(0)))
+    k0 = int(b[0])
+    assert abs(float((g > 0).float().mean()) - float(per.p[k0].mean())) < 0.1 * float(per.p[k0].mean())
+    v, real = g[g > 0].numpy(), flat[b == k0][flat[b == k0] > 0]
+    assert v.min() >= real.min() * (1 - 1e-5) and v.max() <= real.max() * (1 + 1e-5)
+    e = data.conditions["energy"]
+    lo, hi = ({k: np.repeat(v[[i]], 200) for k, v in data.conditions.items()} for i in (e.argmin(), e.argmax()))
+    assert (per.sample(hi) > 0).sum() > 2 * (per.sample(lo) > 0).sum()  # 2 bins: 2-250 vs 250-500 GeV
