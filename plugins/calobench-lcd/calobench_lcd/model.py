@@ -74,8 +74,8 @@ class ThreeDGAN(calobench.Model):
     presets = {
         "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
                   "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200},
-        # CPU, <= 20 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
-        # 99.7 % of the energy), half the channels, batch 8; selection every 100 steps
+        # CPU, ~25 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
+        # 99.5 % of the energy on simulator v2), half the channels, batch 8; selection every 100 steps
         "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 700, "n_train": 10000, "n_select": 256,
                     "select_every": 100, "timing_batches": [1, 100]},
         # the paper: full images, batch 64; 130 epochs on 100-200 GeV first, then 30 on 2-500 GeV starting
