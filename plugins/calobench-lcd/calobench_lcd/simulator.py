@@ -55,7 +55,6 @@ E_SAMPLING = gflash.sampling_e(Z_ABS, Z_ACT)
 STOCHASTIC_C = 0.17
 SF_THIN, SF_THICK = 0.025, 0.0125
 SAMPLING_FRACTION = np.where(np.arange(NL) < N_THIN, SF_THIN, SF_THICK)
-MIP_GEV = 1e-4
 THRESHOLD_GEV = 1e-6  # the authors' analysis threshold (cells below 1e-6 GeV set to zero)
 # soft-photon halo: photons below ~MeV fly an attenuation length before a Compton electron
 # deposits in a silicon layer; a 1/e spectrum of small deposits in the periphery
