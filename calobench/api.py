@@ -50,7 +50,10 @@ class LoadedRun:
         return read_hdf5(self.folder / (f"samples_{split}.h5" if split else "samples.h5"))
 
 
-def load_run(folder, device: str = "cpu", datasets_files=()) -> LoadedRun:
+def load_run(folder, device: str = "cpu", datasets_files=(), weights: bool = True) -> LoadedRun:
+    """A run folder: its config, record, samples and (``weights``) the trained model. Weights written by
+    code whose networks differ from the installed plugin's raise a one-line CalobenchError; pass
+    ``weights=False`` to read the record and samples only."""
     from .io import read_json
     from .plugins import get_plugins
 
@@ -62,7 +65,7 @@ def load_run(folder, device: str = "cpu", datasets_files=()) -> LoadedRun:
         raise CalobenchError(f"{folder}: run folder of an older calobench (no typed options in config.json)")
     record = read_json(folder / "record.json") if (folder / "record.json").exists() else None
     model = None
-    if (folder / "model.safetensors").exists():
+    if weights and (folder / "model.safetensors").exists():
         import torch
 
         from .options import RunSettings
@@ -71,7 +74,14 @@ def load_run(folder, device: str = "cpu", datasets_files=()) -> LoadedRun:
         info = load_dataset(config["dataset"], datasets_files).info
         model = cls(info, dict(config["options"]), torch.device(device))
         model.settings = RunSettings(**config.get("runner", {}))
-        model.load(folder / "model.safetensors")
+        try:
+            model.load(folder / "model.safetensors")
+        except (RuntimeError, KeyError) as e:  # torch's state-dict mismatch: a newer or older network
+            rev = (record or {}).get("code", {}).get("revision", "")[:7] or "unknown code"
+            first = str(e).strip().splitlines()
+            raise CalobenchError(f"{folder}: the weights (written by {rev}) do not fit the installed "
+                                 f"{config['model']}: {' '.join(first[:2])[:200]}; load_run(..., weights=False) "
+                                 "reads the record and samples only") from None
     return LoadedRun(folder, config, record, model)
 
 

@@ -264,6 +264,22 @@ def test_public_api_loads_a_dataset_and_a_finished_run(invoke):
     assert out.shape == (2, 4, 4, 3) and len(run.samples()) == 80
 
 
+def test_load_run_names_weights_that_no_longer_fit_the_model(invoke):
+    """Weights of an older network: a one-line CalobenchError; weights=False still reads the run."""
+    from safetensors.torch import load_file, save_file
+
+    assert invoke(*RUN, "--preset", "smoke").exit_code == 0
+    folder = next(Path("runs").iterdir())
+    state = load_file(str(folder / "model.safetensors"))
+    state.pop(sorted(state)[0])
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(calobench.CalobenchError, match="do not fit the installed tiny_gen") as e:
+        calobench.load_run(folder)
+    assert "\n" not in str(e.value)
+    run = calobench.load_run(folder, weights=False)
+    assert run.model is None and len(run.samples()) == 80 and run.record["model"] == "tiny_gen"
+
+
 def test_unranked_metrics_are_shown_but_do_not_rank(invoke):
     import toyplugin
 

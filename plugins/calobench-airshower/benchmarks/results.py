@@ -29,7 +29,7 @@ def main():
     args = ap.parse_args()
     for path in args.runs:
         try:
-            rec = json.loads(path.read_text()) if path.is_file() else calobench.load_run(path).record
+            rec = json.loads(path.read_text()) if path.is_file() else calobench.load_run(path, weights=False).record
         except (calobench.CalobenchError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
         if rec is None:

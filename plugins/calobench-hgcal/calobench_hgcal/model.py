@@ -88,7 +88,9 @@ class HGCALOptions(calobench.Options):
     # the networks see cells per unit of beam energy (E_cell x 50 GeV / E_beam): the response is linear in
     # the energy by construction, the generator learns one shape family; the constrainers see true cells
     per_gev: bool = False
-    output: Literal["relu", "bounded", "total"] = "relu"  # bounded: u_max * tanh(relu / u_max), u_max from the data
+    # bounded: u_max * tanh(relu / u_max), u_max from the data; total: a head draws the visible energy, the ReLU
+    # cells are its fractions; softmax: the same, the fractions a softmax over the live cells
+    output: Literal["relu", "bounded", "total", "softmax"] = "relu"
     critic_threshold: bool = False  # the critic sees generated showers after the 2 MIP readout threshold
     critic_summaries: bool = False  # the critic's label branch also reads the 7 layer sums and the total
     # ... and the number of hits above 2 MIP per layer, counted softly (sigmoid((u - u_2MIP) / hit_softness)) on
@@ -104,8 +106,8 @@ class HGCALOptions(calobench.Options):
 
     @pydantic.model_validator(mode="after")
     def _length(self):
-        if self.output == "total" and self.transform != "log":
-            raise ValueError("output=total generates on the log cell scale: it needs transform=log")
+        if self.output in ("total", "softmax") and self.transform != "log":
+            raise ValueError(f"output={self.output} generates on the log cell scale: it needs transform=log")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps or epochs (to replace a preset's epochs by steps: "
                              "--set epochs=null --set steps=N)")
@@ -281,7 +283,7 @@ class HGCALWGAN(calobench.Model):
         G, D = self.nets["generator"], self.nets["critic"]
         # the bounded output's ceiling: 10 % above the hottest training cell (network units)
         G.u_max.fill_(1.1 * float(X.max()) if len(X) else 1.0)
-        if c["output"] == "total":
+        if c["output"] in ("total", "softmax"):
             G.total_ref.fill_(float(self.from_net(X).sum((1, 2, 3)).mean()) if len(X) else 1.0)
             G.cell_unit.fill_(max(self.threshold, 1e-3))
         ema = self.nets.get("ema")

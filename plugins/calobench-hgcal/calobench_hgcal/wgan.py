@@ -16,7 +16,9 @@ Generator (input: 10 latent U(-1, 1) + 3 labels: energy, impact x, impact y)
   three later convs and the locally connected layer (all "valid") bring 20 x 27 to
   12 x 15, which is what the paper's text says they are for.
   Output activation: ReLU (the paper); ``total``: a dense head (13 -> 64 -> 64 -> 1) draws the
-  shower's total energy and the ReLU cells become its fractions (CaloFlow's split); or
+  shower's total energy and the ReLU cells become its fractions (CaloFlow's split);
+  ``softmax``: the same head, the fractions a softmax over the live cells (no cell is exactly
+  zero before the readout threshold, so the tail below it keeps a gradient); or
   ``bounded``: u_max * tanh(relu(h) / u_max), a ReLU near zero (cells start empty, as with the
   paper's ReLU) that saturates at u_max, so no cell can exceed the hottest cell of the
   training data by more than a margin.
@@ -87,8 +89,8 @@ class Tower(nn.Module):
 class Generator(nn.Module):
     def __init__(self, mask: torch.Tensor, width: float = 1.0, output: str = "relu"):
         super().__init__()
-        if output not in ("relu", "bounded", "total"):
-            raise ValueError(f"output must be relu, bounded or total, not {output!r}")
+        if output not in ("relu", "bounded", "total", "softmax"):
+            raise ValueError(f"output must be relu, bounded, total or softmax, not {output!r}")
         self.towers = nn.ModuleList(Tower(width) for _ in range(N_LAYERS))
         ct = self.towers[0].out_channels * N_LAYERS
         c64, c32, c16 = ch(64, width), ch(32, width), ch(16, width)
@@ -102,7 +104,7 @@ class Generator(nn.Module):
         self.output = output
         self.register_buffer("mask", mask.float().permute(2, 0, 1)[None])  # [1, 7, 12, 15]
         self.register_buffer("u_max", torch.ones(1))  # the bounded output's ceiling (set from the data)
-        if output == "total":
+        if output in ("total", "softmax"):
             # the shower's total energy drawn first (as CaloFlow and CaloDREAM do), the cells as fractions of it
             self.total = nn.Sequential(nn.Linear(N_LATENT + N_LABELS, 64), act(), nn.Linear(64, 64), act(),
                                        nn.Linear(64, 1))
@@ -112,12 +114,16 @@ class Generator(nn.Module):
     def forward(self, z, labels):
         zl = torch.cat([z, labels], 1)
         h = self.local(self.body(torch.cat([t(zl) for t in self.towers], 1)))
-        h = F.relu(h)
+        if self.output == "softmax":  # fractions: a softmax over the live cells, none exactly zero
+            frac = torch.softmax(h.masked_fill(self.mask == 0, -torch.inf).flatten(1), 1).reshape(h.shape)
+        else:
+            h = F.relu(h)
         if self.output == "bounded":
             h = self.u_max * torch.tanh(h / self.u_max)
-        elif self.output == "total":  # cells = total x fractions, returned on the log scale log1p(x / unit) / 4
-            h = h * self.mask
-            frac = h / (h.sum((1, 2, 3), keepdim=True) + 1e-6)
+        elif self.output in ("total", "softmax"):  # cells = total x fractions, on the log scale log1p(x / unit) / 4
+            if self.output == "total":
+                h = h * self.mask
+                frac = h / (h.sum((1, 2, 3), keepdim=True) + 1e-6)
             total = self.total_ref * torch.exp(self.total(zl)).reshape(-1, 1, 1, 1)
             h = torch.log1p(total * frac / self.cell_unit) / 4
         return (h * self.mask).permute(0, 2, 3, 1)  # [B, 12, 15, 7]

@@ -133,6 +133,24 @@ def test_total_output_draws_the_shower_energy_first():
         Generator(torch.as_tensor(MASK), output="sigmoid")
 
 
+def test_softmax_output_keeps_every_live_cell_above_zero():
+    """output=softmax: the fractions are a softmax over the live cells, so before the readout threshold
+    every live cell is above zero (its tail can grow over 2 MIP), dead cells stay empty, the cells sum
+    to the drawn total, and a cell's gradient reaches the network even when it is tiny."""
+    G = Generator(torch.as_tensor(MASK), width=0.25, output="softmax")
+    G.total_ref.fill_(2600.0), G.cell_unit.fill_(2.0)
+    z, lab = torch.rand(8, 10) * 2 - 1, torch.rand(8, 3)
+    u = G(z, lab)
+    cells = torch.expm1(4 * u.detach().double()) * 2.0
+    total = 2600.0 * torch.exp(G.total(torch.cat([z, lab], 1)))[:, 0].detach().double()
+    assert torch.allclose(cells.sum((1, 2, 3)), total, rtol=1e-3)
+    live = torch.as_tensor(MASK)
+    assert (cells[:, live] > 0).all() and (cells[:, ~live] == 0).all()
+    smallest = u[0][live].argmin()
+    u[0][live][smallest].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.local.parameters())
+
+
 def test_critic_and_constrainers_follow_our_reading_of_the_tables():
     """Critic: labels -> dense 10 -> dense 180 (a 12 x 15 map), five 3 x 3 convs with layer norm
     (64, 64, 128 s2, 128, 128 s2), dense 10, dense 1, no batch norm. Constrainers: six 3-D convs

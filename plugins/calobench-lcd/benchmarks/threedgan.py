@@ -21,7 +21,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     args = ap.parse_args()
-    run = calobench.load_run(args.run)
+    run = calobench.load_run(args.run, weights=False)
     rec = run.record
     if rec is None:
         raise SystemExit(f"{args.run}: the run has not finished (no record.json)")

@@ -41,3 +41,27 @@ def measured_angle(img: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     wsum = w.sum(1)
     out = (ang * w).sum(1) / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
     return torch.where(tot > 0, out, torch.full_like(out, float("nan")))
+
+
+def barycentre_drift(img: torch.Tensor) -> torch.Tensor:
+    """Per shower, the slope of the per-layer y barycentre against the layer index (cells per layer;
+    NaN with fewer than 4 non-empty layers): the shower axis' drift along y, which for a shower at
+    polar angle theta is cot(theta) x (layer pitch / cell pitch) on average. A least-squares line
+    through the non-empty layers, each weighted equally."""
+    n, X, Y, Z = img.shape
+    dt = torch.float64
+    img = img.to(dt)
+    yi = torch.arange(Y, dtype=dt, device=img.device) + 0.5
+    zi = torch.arange(Z, dtype=dt, device=img.device) - (Z - 1) / 2
+    per_layer = img.sum(1)  # [n, Y, Z]
+    w = per_layer.sum(1)  # [n, Z]
+    on = (w > 0).to(dt)
+    y_mid = (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w))
+    k = on.sum(1)
+    safe_k = torch.where(k > 0, k, torch.ones_like(k))
+    z_bar = (on * zi).sum(1) / safe_k
+    y_bar = (on * y_mid).sum(1) / safe_k
+    dz = (zi - z_bar[:, None]) * on
+    den = (dz ** 2).sum(1)
+    slope = (dz * (y_mid - y_bar[:, None])).sum(1) / torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(k >= 4, slope, torch.full_like(slope, float("nan")))

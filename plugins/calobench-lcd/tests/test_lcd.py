@@ -18,7 +18,7 @@ from calobench.plugins import get_plugins
 from calobench_lcd.layout import read_3dgan
 from calobench_lcd.model import ThreeDGAN
 from calobench_lcd.nets import Discriminator, Generator
-from calobench_lcd.physics import measured_angle
+from calobench_lcd.physics import barycentre_drift, measured_angle
 from calobench_lcd.simulator import THRESHOLD_GEV, LCDSimulator
 
 SIM = LCDSimulator()
@@ -103,6 +103,22 @@ def test_measured_angle_on_a_hand_made_track():
             img[0, 25, 25 + k * (z - 12), z] = 1.0
         assert math.degrees(float(measured_angle(img)[0])) == pytest.approx(expected, abs=1e-6)
     assert torch.isnan(measured_angle(torch.zeros(1, 51, 51, 25)))[0]
+
+
+def test_barycentre_drift_on_hand_made_tracks():
+    """A track drifting k cells per layer has slope k, whatever its energy profile along the layers;
+    two cells per layer at y and y + 2 count as their barycentre; fewer than 4 non-empty layers: NaN."""
+    img = torch.zeros(4, 51, 51, 25, dtype=torch.float64)
+    for z in range(25):
+        img[0, 25, 25 + (z - 12), z] = 1.0 + z  # k = 1, energy rising with depth
+        img[1, 25, 12 + z // 2, z] = 3.0  # k = 1/2 in steps: the least-squares slope of floor(z / 2)
+        img[2, 25, 30, z], img[2, 25, 32, z] = 1.0, 1.0  # k = 0, barycentre at 31.5
+    img[3, 25, 25, :3] = 1.0
+    slope = barycentre_drift(img)
+    z = np.arange(25)
+    assert float(slope[0]) == pytest.approx(1.0, abs=1e-12)
+    assert float(slope[1]) == pytest.approx(np.polyfit(z, z // 2, 1)[0], abs=1e-12)
+    assert float(slope[2]) == pytest.approx(0.0, abs=1e-12) and torch.isnan(slope[3])
 
 
 def _write_3dgan(path, n, seed, degrees=False):
