@@ -31,6 +31,43 @@ def critic_gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> t
 
 
 # -- supervised training with early stopping --------------------------------------
+MAX_KNOTS = 16  # condition values a ResponseCalibration keeps a factor for
+
+
+class ResponseCalibration(torch.nn.Module):
+    """Scale factors of a generator's output as a function of one positive condition (the energy),
+    found by the model on validation showers and set with ``set``: ``factor(c)`` interpolates log k
+    linearly in log c between the calibrated values and is constant beyond them. Buffers only: it
+    travels with the weights (a net of the model) and has no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("log_energy", torch.zeros(MAX_KNOTS))
+        self.register_buffer("log_factor", torch.zeros(MAX_KNOTS))
+        self.register_buffer("n", torch.zeros((), dtype=torch.long))
+
+    def factor(self, energy: torch.Tensor) -> torch.Tensor:
+        n = int(self.n)
+        if n == 0:
+            return torch.ones_like(energy)
+        xp, fp = self.log_energy[:n].cpu().numpy(), self.log_factor[:n].cpu().numpy()
+        k = np.exp(np.interp(np.log(energy.detach().cpu().double().numpy()), xp, fp))
+        return torch.as_tensor(k, dtype=energy.dtype, device=energy.device)
+
+    def set(self, energies, factors) -> None:
+        from .errors import CalobenchError
+
+        n = len(energies)
+        if not 0 < n <= MAX_KNOTS:
+            raise CalobenchError(f"response calibration: {n} calibration points (1 to {MAX_KNOTS} supported)")
+        if any(not np.isfinite(f) or f <= 0 for f in factors):
+            raise CalobenchError("response calibration: every factor must be positive and finite")
+        self.log_energy.zero_(), self.log_factor.zero_()
+        self.log_energy[:n] = torch.log(torch.as_tensor(energies, dtype=torch.float32))
+        self.log_factor[:n] = torch.log(torch.as_tensor(factors, dtype=torch.float32))
+        self.n.fill_(n)
+
+
 def fit_early_stopping(net: torch.nn.Module, x_train, y_train, x_val, y_val, loss_fn, seed: int = 0,
                        epochs: int = 40, batch: int = 256, lr: float = 1e-3, patience: int = 4,
                        min_delta: float = 1e-5, one_cycle: bool = False, device="cpu",

@@ -11,6 +11,7 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 import calobench
 
 from .aixnet import train_regressor
+from calobench.training import ResponseCalibration
 from calobench.training import critic_gradient_penalty as gradient_penalty
 
 from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
@@ -37,6 +38,12 @@ class WGANOptions(calobench.Options):
     kappa: NonNegativeFloat = 0.01
     lr: PositiveFloat = 5e-4
     betas: tuple[float, float] = (0.5, 0.9)
+    # after training: scale the generated patterns per energy (``calibration_bins`` quantile bins of the
+    # validation energies, log-interpolated between them) so that the geometric mean of the total signal of
+    # patterns generated for validation energies matches the validation patterns'
+    calibrate_response: bool = False
+    n_calibrate: PositiveInt = 5000
+    calibration_bins: PositiveInt = 8
 
 
 class RefinerOptions(calobench.Options):
@@ -67,11 +74,11 @@ class AirshowerWGAN(calobench.Model):
                   "timing_batches": [1, 100], "critic_energy": True},
         # 2-core CPU, <= 30 min of training. The generator's energy input and the constraint in log10 E,
         # a one-cycle pre-trained constrainer that keeps learning on real patterns, a critic that sees the
-        # energy (README: the measurements)
+        # energy, the signal scale calibrated per energy on validation patterns (README: the measurements)
         "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 4000, "n_train": 50_000,
                     "energy_input": "log", "constraint": "log", "kappa": 20.0, "constrainer_epochs": 10,
                     "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True,
-                    "critic_energy": True},
+                    "critic_energy": True, "calibrate_response": True},
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
@@ -83,6 +90,8 @@ class AirshowerWGAN(calobench.Model):
         self.nets = {"generator": PatternGenerator(config["latent"], w).to(device),
                      "critic": PatternCritic(w, conditioned=config["critic_energy"]).to(device),
                      "constrainer": PatternAixNet(w).to(device)}
+        if config["calibrate_response"]:
+            self.nets["calibration"] = ResponseCalibration().to(device)
         b = tuple(config["betas"])
         self.optimizers = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
@@ -140,14 +149,55 @@ class AirshowerWGAN(calobench.Model):
             loss_g.backward()
             self.optimizers["generator"].step()
             trainer.log(critic=loss_d, generator=loss_g, constraint=aux)
+        if c["calibrate_response"] and validation is not None:
+            for _ in trainer.phase("calibrate", 1):
+                found = self.calibrate(validation.head(min(len(validation), c["n_calibrate"])),
+                                       torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
+                trainer.log(**{f"factor_{e:.3g}EeV": k for e, k in zip(found["energy"], found["factor"])})
+
+    @torch.no_grad()
+    def _generate(self, energy: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+        e = self._energy_input(torch.as_tensor(np.asarray(energy, np.float32), device=self.device))
+        z = torch.randn(len(e), self.config["latent"], generator=generator).to(self.device)
+        return from_net(self.nets["generator"].eval()(z, e))
+
+    @torch.no_grad()
+    def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
+        """Per quantile bin of the validation energies, the factor k on the generated signals for which
+        the mean log total signal of patterns generated for those energies equals the validation
+        patterns' (scaling every station by k moves log total by log k: k is exact, no search). Validation
+        patterns only; the test split is never seen. Sets the ``calibration`` net; returns what it found."""
+        if "calibration" not in self.nets:
+            raise calobench.CalobenchError("airshower_wgan: calibrate() needs --set calibrate_response=true")
+        energy = np.asarray(validation.conditions["energy"], np.float64)
+        real = validation.array().reshape(len(energy), -1).sum(1).astype(np.float64)
+        gen = np.concatenate([self._generate(energy[i: i + 1000], generator).reshape(len(energy[i: i + 1000]), -1)
+                              .sum(1).double().cpu().numpy() for i in range(0, len(energy), 1000)])
+        n_bins = max(1, min(self.config["calibration_bins"], len(energy) // 50))
+        edges = np.quantile(np.log(energy), np.linspace(0, 1, n_bins + 1))
+        which = np.clip(np.searchsorted(edges, np.log(energy), side="right") - 1, 0, n_bins - 1)
+        knots, factors = [], []
+        for b in range(n_bins):
+            sel = (which == b) & (real > 0) & (gen > 0)
+            if sel.sum() < 10:
+                continue
+            knots.append(float(np.exp(np.log(energy[sel]).mean())))
+            factors.append(float(np.exp(np.log(real[sel]).mean() - np.log(gen[sel]).mean())))
+        if not knots:
+            raise calobench.CalobenchError("airshower_wgan: no validation patterns with signal to calibrate on")
+        self.nets["calibration"].set(knots, factors)
+        return {"energy": knots, "factor": factors}
 
     @torch.no_grad()
     def sample(self, conditions):
         if "energy" not in conditions:
             raise calobench.CalobenchError("airshower_wgan needs the condition 'energy' (EeV)")
-        e = self._energy_input(torch.as_tensor(np.asarray(conditions["energy"], np.float32), device=self.device))
-        G = self.nets["generator"].eval()
-        return from_net(G(torch.randn(len(e), self.config["latent"], device=self.device), e)).cpu().numpy()
+        energy = np.asarray(conditions["energy"], np.float32)
+        out = self._generate(energy)
+        if "calibration" in self.nets:
+            k = self.nets["calibration"].factor(torch.as_tensor(energy, device=self.device))
+            out = out * k.reshape(-1, *([1] * (out.dim() - 1)))
+        return out.cpu().numpy()
 
     def reconstruct_energy(self, patterns: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -297,3 +297,44 @@ def test_wgan_critic_energy_sees_the_label_of_each_pattern():
     lo, hi = (float(torch.cat(seen).min()), float(torch.cat(seen).max()))
     assert -1.0 <= lo < hi <= 1.0  # log10(E / 10 EeV) over 1-100 EeV
     assert np.isfinite([h["critic"] for h in trainer.history if "critic" in h]).all()
+
+
+def test_wgan_response_calibration_matches_the_validation_signal_per_energy():
+    """calibrate_response: per quantile bin of the validation energies, the factor that brings the mean
+    log total signal of generated patterns to the validation patterns'. Here the 'generator' returns real
+    patterns of the nearest validation energy times 0.5 below 10 EeV and 2 above it: the factors come out
+    2 and 0.5, the calibrated samples carry the validation signal, and fit() runs the calibration phase."""
+    from calobench import Trainer
+    from calobench_airshower.models import AirshowerWGAN
+
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    cfg = {**AirshowerWGAN.config_for("smoke"), "calibrate_response": True, "calibration_bins": 4}
+    m = AirshowerWGAN(info, cfg, torch.device("cpu"))
+    val = SIM.simulate(800, np.random.default_rng(1), view="pattern")
+    e_val, x_val = val.conditions["energy"], torch.as_tensor(val.array())
+
+    def fake(energy, generator=None):  # the nearest validation pattern, mis-scaled
+        i = np.abs(np.log(e_val)[None] - np.log(np.asarray(energy))[:, None]).argmin(1)
+        return x_val[i] * torch.as_tensor(np.where(np.asarray(energy) < 10, 0.5, 2.0), dtype=torch.float32)[:, None, None]
+
+    m._generate = fake
+    found = m.calibrate(val)
+    assert len(found["energy"]) == 4
+    for e, k in zip(found["energy"], found["factor"]):
+        if e < 5:
+            assert k == pytest.approx(2.0, rel=0.05)
+        elif e > 20:
+            assert k == pytest.approx(0.5, rel=0.05)
+    hi = e_val > 30
+    out = m.sample({"energy": e_val[hi]})
+    assert np.log(out.reshape(hi.sum(), -1).sum(1)).mean() == pytest.approx(
+        np.log(val.array()[hi].reshape(hi.sum(), -1).sum(1)).mean(), abs=0.05)
+    with pytest.raises(calobench.CalobenchError, match="calibrate_response"):
+        AirshowerWGAN(info, {**cfg, "calibrate_response": False}, torch.device("cpu")).calibrate(val)
+    # a short fit with the option on ends with a calibration phase that sets the factors
+    m = AirshowerWGAN(info, cfg, torch.device("cpu"))
+    trainer = Trainer(progress=False, seed=0)
+    trainer.bind(m)
+    m.fit(SIM.simulate(200, np.random.default_rng(0), view="pattern"), trainer, validation=val)
+    assert int(m.nets["calibration"].n) == 4
+    assert any(k.startswith("factor_") for h in trainer.history for k in h)

@@ -13,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import calobench
 
-from calobench.training import gradient_penalty, interpolates
+from calobench.training import ResponseCalibration, gradient_penalty, interpolates
 
 from .wgan import N_LATENT, N_LAYERS, Constrainer, Critic, Generator
 
@@ -22,36 +22,6 @@ LABELS = ("energy", "impact_x", "impact_y")
 LABEL_SCALE = torch.tensor([100.0, 3.0, 2.5])
 AUX_UNITS = torch.tensor([100.0, 30.0, 25.0])
 N_SUMMARIES = N_LAYERS + 1  # the critic's shower summaries: 7 layer sums and the total
-MAX_KNOTS = 16  # beam energies the response calibration keeps a factor for
-
-
-class ResponseCalibration(torch.nn.Module):
-    """Per-energy scale factors of the generated cells, found on validation showers (``calibrate``):
-    ``factor(E)`` interpolates log k linearly in log E between the calibrated beam energies and is
-    constant beyond them. Buffers only: it travels with the weights and has no parameters."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("log_energy", torch.zeros(MAX_KNOTS))
-        self.register_buffer("log_factor", torch.zeros(MAX_KNOTS))
-        self.register_buffer("n", torch.zeros((), dtype=torch.long))
-
-    def factor(self, energy: torch.Tensor) -> torch.Tensor:
-        n = int(self.n)
-        if n == 0:
-            return torch.ones_like(energy)
-        xp, fp = self.log_energy[:n].cpu().numpy(), self.log_factor[:n].cpu().numpy()
-        k = np.exp(np.interp(np.log(energy.detach().cpu().double().numpy()), xp, fp))
-        return torch.as_tensor(k, dtype=energy.dtype, device=energy.device)
-
-    def set(self, energies, factors) -> None:
-        n = len(energies)
-        if not 0 < n <= MAX_KNOTS:
-            raise calobench.CalobenchError(f"response calibration: {n} beam energies (1 to {MAX_KNOTS} supported)")
-        self.log_energy.zero_(), self.log_factor.zero_()
-        self.log_energy[:n] = torch.log(torch.as_tensor(energies, dtype=torch.float32))
-        self.log_factor[:n] = torch.log(torch.as_tensor(factors, dtype=torch.float32))
-        self.n.fill_(n)
 
 
 def beam_groups(energy: np.ndarray, gap: float = 0.02) -> list[np.ndarray]:
