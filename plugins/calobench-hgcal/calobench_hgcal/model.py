@@ -102,12 +102,12 @@ class HGCALWGAN(calobench.Model):
                   "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True,
                   "critic_hits": True, "critic_standardize": True, "calibrate_response": True, "n_calibrate": 200},
         # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 300 steps; cells per GeV of
-        # beam energy, the energy drawn first and softmax fractions (output softmax), a critic that sees
-        # thresholded showers with their energy sums and hit counts (standardised), an EMA generator, the response calibrated per beam energy
+        # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
+        # with their energy sums and hit counts, an EMA generator, the response calibrated per beam energy
         # on validation showers (every deviation and what it bought: the plugin README)
         "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 1300, "lr": 5e-4, "lr_critic": 5e-4,
                     "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
-                    "constrainer_each_critic_step": False, "output": "softmax", "critic_standardize": True, "critic_threshold": True,
+                    "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
                     "critic_summaries": True, "critic_hits": True, "label_width": 64, "ema": 0.995,
                     "per_gev": True, "calibrate_response": True},
         # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9; generator 1e-3, critic 5e-4,
