@@ -66,9 +66,6 @@ class HGCALOptions(calobench.Options):
     # ... and the number of hits above 2 MIP per layer, counted softly (sigmoid((u - u_2MIP) / hit_softness)) on
     # the generated cells before the threshold, so that the generator gets a gradient for cells just under it
     critic_hits: bool = False
-    # the critic's summaries standardised by their mean and spread on real training showers: on the log scale a
-    # 6 % change of the total energy (the resolution) moves its summary by 0.015, too little for the critic to see
-    critic_standardize: bool = False
     hit_softness: PositiveFloat = 0.02  # network (log) units: about 0.3 MIP at the threshold
     label_width: PositiveInt = 10  # the critic's label branch
     ema: float = pydantic.Field(0.0, ge=0.0, lt=1.0)  # > 0: sample from an EMA of the generator weights
@@ -100,7 +97,7 @@ class HGCALWGAN(calobench.Model):
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
                   "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
                   "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True,
-                  "critic_hits": True, "critic_standardize": True, "calibrate_response": True, "n_calibrate": 200},
+                  "critic_hits": True, "calibrate_response": True, "n_calibrate": 200},
         # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 1 300 steps; cells per GeV of
         # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
         # with their energy sums and hit counts, an EMA generator, the response calibrated per beam energy
@@ -129,8 +126,7 @@ class HGCALWGAN(calobench.Model):
         w = config["width"]
         self.nets = {"generator": Generator(mask, w, config["output"]),
                      "critic": Critic(w, (N_SUMMARIES + N_LAYERS * config["critic_hits"]) if config["critic_summaries"]
-                                      else 0, config["label_width"],
-                                      config["critic_summaries"] and config["critic_standardize"]),
+                                      else 0, config["label_width"]),
                      "energy_constrainer": Constrainer(1, w), "position_constrainer": Constrainer(2, w)}
         # MIP per network unit (linear transform), set from the training data; a buffer of the
         # generator, so it travels with the weights
@@ -260,14 +256,6 @@ class HGCALWGAN(calobench.Model):
         if c["output"] in ("total", "softmax"):
             G.total_ref.fill_(float(self.from_net(X).sum((1, 2, 3)).mean()) if len(X) else 1.0)
             G.cell_unit.fill_(max(self.threshold, 1e-3))
-        if c["critic_summaries"] and c["critic_standardize"]:
-            with torch.no_grad():
-                sample, ls = X[: 10_000].to(dev), L[: 10_000].to(dev)
-                s = self.summaries(sample)
-                if c["critic_hits"]:
-                    s = torch.cat([s, self.hit_summaries(sample, ls)], 1)
-                D.summary_mean.copy_(s.mean(0))
-                D.summary_std.copy_(s.std(0).clamp_min(1e-3) if len(s) > 1 else torch.ones_like(D.summary_std))
         ema = self.nets.get("ema")
         if ema is not None:
             for name, buf in G.named_buffers():

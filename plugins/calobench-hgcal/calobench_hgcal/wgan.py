@@ -26,8 +26,7 @@ Critic: labels -> dense 10 -> dense 180 -> reshape 1 x 12 x 15, concatenated wit
   shower's 7 layers as channels; 5 convs 3 x 3 with layer norm (two with stride 2);
   dense 10; dense 1. No batch norm (it would break the gradient penalty). With
   ``n_summaries`` > 0 the label branch also reads that many shower summaries (the
-  ``default`` preset's layer and total energy sums), standardised with ``standardize`` (their
-  mean and spread on real showers: a 6 % change of the total is then ~1 unit, not 0.015).
+  ``default`` preset's layer and total energy sums).
 Constrainers: 3-D conv regressors with batch norm for energy and for impact (x, y): six
   3 x 3 x 3 convs (two max pools over x, y), flattened, dense n_out; trained
   supervised on real showers, frozen in generator steps.
@@ -131,14 +130,10 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    def __init__(self, width: float = 1.0, n_summaries: int = 0, label_width: int = 10, standardize: bool = False):
+    def __init__(self, width: float = 1.0, n_summaries: int = 0, label_width: int = 10):
         super().__init__()
         c = ch(64, width)
         self.n_summaries = n_summaries
-        self.standardize = standardize
-        if standardize:  # the summaries' mean and spread on real showers (set from the training data)
-            self.register_buffer("summary_mean", torch.zeros(n_summaries))
-            self.register_buffer("summary_std", torch.ones(n_summaries))
         self.labels = nn.Sequential(nn.Linear(N_LABELS + n_summaries, label_width), act(),
                                     nn.Linear(label_width, 12 * 15), act())
 
@@ -153,8 +148,6 @@ class Critic(nn.Module):
 
     def forward(self, x, labels, summaries=None):
         if self.n_summaries:
-            if self.standardize:
-                summaries = (summaries - self.summary_mean) / self.summary_std
             labels = torch.cat([labels, summaries], 1)
         lab = self.labels(labels).reshape(-1, 1, 12, 15)
         return self.head(self.convs(torch.cat([x.permute(0, 3, 1, 2), lab], 1)))
