@@ -55,7 +55,8 @@ class RefinerOptions(calobench.Options):
     n_train: PositiveInt | None = None
     warmup: NonNegativeInt = 0  # critic steps before the refiner's first step
     self_reg: NonNegativeFloat = 0.0  # weight of |R(x) - x| (SimGAN self-regularisation)
-    bound: PositiveFloat | None = None  # cap of the residual in log units (None: uncapped)
+    skip: bool = False  # output = input + the network's output (not in Table 3; an untrained refiner is the identity)
+    bound: PositiveFloat | None = None  # cap of that residual in log units (None: uncapped; needs skip)
     gp_lambda: NonNegativeFloat = 5.0
     lr: PositiveFloat = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -208,22 +209,24 @@ class AirshowerRefiner(calobench.Model):
     name = "airshower_refiner"
     task = "refine"
     datasets = ("airshower_sim",)
-    description = "residual refiner (1x1x7 time convolutions, 4 blocks) making simulated traces data-like"
+    description = "refiner of Table 3 (1x1x7 time convolutions, 3 residual blocks) making simulated traces data-like"
     Options = RefinerOptions
     inference_nets = ("refiner",)
     presets = {
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
-                  "warmup": 2, "self_reg": 10.0, "bound": 0.2, "timing_batches": [1, 100]},
+                  "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "timing_batches": [1, 100]},
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 600,
-                    "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "bound": 0.2},
+                    "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
-                  "warmup": 0, "self_reg": 0.0, "bound": None},
+                  "warmup": 0, "self_reg": 0.0, "skip": False, "bound": None},
     }
 
     def __init__(self, dataset, config, device):
         super().__init__(dataset, config, device)
         config = self.config
-        self.nets = {"refiner": Refiner(config["width"], bound=config["bound"]).to(device),
+        if config["bound"] and not config["skip"]:
+            raise calobench.CalobenchError("airshower_refiner: bound caps the residual; it needs --set skip=true")
+        self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"]).to(device),
                      "critic": TraceAixNet(config["critic_width"], n_out=1).to(device)}
         b = tuple(config["betas"])
         self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),

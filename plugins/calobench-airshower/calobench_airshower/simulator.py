@@ -42,8 +42,13 @@ from calobench import Geometry, ShowerData, Simulator
 N_SIDE, N_T, DT_NS = 9, 80, 25.0
 SPACING_M = 1500.0
 E_RANGE = (1.0, 100.0)  # EeV
-VARIANTS = {"data": {"muon_fraction": 0.3, "fluct": 1.0, "noise": 1.0},
-            "sim": {"muon_fraction": 0.7, "fluct": 0.5, "noise": 0.5}}
+MUON_FRACTION = {"data": 0.3, "sim": 0.7}  # of the signal at 1000 m
+# per component, the signal at 1000 m in units of data's S(1000): the EM part is the same in both
+# (data's 70 %); the simulation's muons are scaled so that they make 70 % of its signal there
+# (x 5.4 data's muons, x 2.33 the total), the mismodelled muon number behind the seed's 70 % / 30 %
+VARIANTS = {"data": {"muon": MUON_FRACTION["data"], "em": 1 - MUON_FRACTION["data"], "fluct": 1.0, "noise": 1.0},
+            "sim": {"muon": (1 - MUON_FRACTION["data"]) * MUON_FRACTION["sim"] / (1 - MUON_FRACTION["sim"]),
+                    "em": 1 - MUON_FRACTION["data"], "fluct": 0.5, "noise": 0.5}}
 S1000_10EEV, S1000_INDEX = 54.0, 0.97  # VEM at 1000 m for a vertical 10 EeV shower; S ~ E^0.97
 R_M, ALPHA = 91.6, 1.2  # AGASA lateral distribution: Moliere radius (m), inner slope
 SLOPE_1000 = {"muon": -2.6, "em": -4.2}  # log-log slope at 1000 m per component
@@ -108,8 +113,8 @@ def simulate_block(n: int, rng, variant: str = "data", view: str = "traces", e_m
     v = VARIANTS[variant]
     E, _, r = event_geometry(n, rng, e_min, e_max)
     s1000 = S1000_10EEV * (E / 10.0) ** S1000_INDEX * np.exp(0.10 * v["fluct"] * rng.standard_normal(n))
-    s_mu = s1000[:, None, None] * v["muon_fraction"] * ldf(r, "muon")
-    s_em = s1000[:, None, None] * (1 - v["muon_fraction"]) * ldf(r, "em")
+    s_mu = s1000[:, None, None] * v["muon"] * ldf(r, "muon")
+    s_em = s1000[:, None, None] * v["em"] * ldf(r, "em")
     g_n = rng.standard_normal((2, n, N_SIDE, N_SIDE))
     s_mu = np.maximum(s_mu + v["fluct"] * np.sqrt(s_mu) * g_n[0], 0)
     s_em = np.maximum(s_em + v["fluct"] * np.sqrt(s_em) * g_n[1], 0)
