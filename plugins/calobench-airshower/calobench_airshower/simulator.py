@@ -26,7 +26,9 @@ apart). Per station and component (muons, electromagnetic):
               the FADC saturates at 200 VEM per bin; a station is read out (triggers) when its
               integrated signal is >= 3 VEM, else its trace is 0
 "data" (``variant: data``): 30 % of the signal at 1000 m in muons, 70 % EM, k = 1.
-"simulation" (``variant: sim``): 70 % muons, 30 % EM, baseline noise and event-by-event
+"simulation" (``variant: sim``): the same EM part, muons x 5.4 so that they make 70 % of its
+signal at 1000 m (S(1000) x 2.33: the mismodelled muon number of the seed's 70 % / 30 %; an
+energy scale learnt on simulation reads data 2x low), baseline noise and event-by-event
 fluctuations halved (k = 0.5). Both variants draw energies, cores, the S(1000) scatter and
 the per-station fluctuations first, from the same stream, so splits with the same seed are
 paired event by event (the per-bin draws then differ with the stations lit).
