@@ -140,6 +140,25 @@ def test_refiner_starts_as_identity_and_bound_caps_the_residual():
     assert float((out - u).max()) <= 0.2 + 1e-6 and float((out - u).min()) > 0.19
 
 
+def test_refiner_learning_rates_decay_linearly_over_its_steps():
+    """critic_lr trains the critic apart from the refiner; lr_decay sets both to base x (1 - step/steps)."""
+    from calobench.model import Trainer
+
+    g = SIM.geometry()
+    data = {"train": SIM.simulate(64, np.random.default_rng(1))}
+    sim = {"train": SIM.simulate(64, np.random.default_rng(2), variant="sim")}
+    target = DatasetInfo("airshower", g, {"energy": (1.0, 100.0)}, ["train"], loader=data.__getitem__).load("train")
+    source = DatasetInfo("airshower_sim", g, {"energy": (1.0, 100.0)}, ["train"], loader=sim.__getitem__).load("train")
+    model = calobench.get_model("airshower_refiner")(None, {"width": 0.125, "critic_width": 0.125, "batch": 4,
+                                                             "n_critic": 1, "steps": 4, "warmup": 0, "skip": True,
+                                                             "lr": 1e-3, "critic_lr": 4e-3, "lr_decay": True}, "cpu")
+    trainer = Trainer(seed=0)
+    trainer.bind(model)
+    model.fit(source, trainer, target=target)
+    assert model.optimizers["refiner"].param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 3 / 4))
+    assert model.optimizers["critic"].param_groups[0]["lr"] == pytest.approx(4e-3 * (1 - 3 / 4))
+
+
 def test_refinement_utility_mechanics():
     data = {"train": SIM.simulate(400, np.random.default_rng(1)), "test": SIM.simulate(400, np.random.default_rng(2))}
     sim = {"train": SIM.simulate(400, np.random.default_rng(11), variant="sim")}
