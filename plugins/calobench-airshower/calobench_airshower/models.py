@@ -32,6 +32,7 @@ class WGANOptions(calobench.Options):
     energy_input: Literal["linear", "log"] = "linear"  # generator input: E / 100 EeV (paper), or log10(E / 10 EeV)
     constraint: Literal["eev", "log"] = "eev"  # kappa (E - a(G))^2 in EeV^2 (paper), or in (log10 E)^2
     critic_energy: bool = False  # the critic also sees the energy (log10(E / 10 EeV) as a second input plane)
+    critic_layers: Literal["table", "compact"] = "table"  # Table 2's critic, or 3 convolutions and dense 1
     n_train: PositiveInt | None = None
     latent: PositiveInt = 80
     gp_lambda: NonNegativeFloat = 10.0
@@ -74,14 +75,14 @@ class AirshowerWGAN(calobench.Model):
     inference_nets = ("generator",)
     presets = {
         "smoke": {"width": 0.25, "batch": 32, "n_critic": 2, "steps": 5, "constrainer_epochs": 1, "n_train": 1000,
-                  "timing_batches": [1, 100], "critic_energy": True},
+                  "timing_batches": [1, 100], "critic_energy": True, "critic_layers": "compact"},
         # 2-core CPU, <= 30 min of training. The generator's energy input and the constraint in log10 E,
         # a one-cycle pre-trained constrainer that keeps learning on real patterns, a critic that sees the
         # energy, the signal scale calibrated per energy on validation patterns (README: the measurements)
         "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 4000, "n_train": 50_000,
                     "energy_input": "log", "constraint": "log", "kappa": 20.0, "constrainer_epochs": 10,
                     "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True,
-                    "critic_energy": True, "calibrate_response": True},
+                    "critic_energy": True, "calibrate_response": True, "critic_layers": "compact"},
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
@@ -91,7 +92,8 @@ class AirshowerWGAN(calobench.Model):
         config = self.config
         w = config["width"]
         self.nets = {"generator": PatternGenerator(config["latent"], w).to(device),
-                     "critic": PatternCritic(w, conditioned=config["critic_energy"]).to(device),
+                     "critic": PatternCritic(w, conditioned=config["critic_energy"],
+                                             table=config["critic_layers"] == "table").to(device),
                      "constrainer": PatternAixNet(w).to(device)}
         if config["calibrate_response"]:
             self.nets["calibration"] = ResponseCalibration().to(device)

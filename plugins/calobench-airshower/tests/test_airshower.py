@@ -130,6 +130,22 @@ def test_refiner_is_table_3():
         Refiner(1.0, bound=0.2, skip=False)
 
 
+def test_pattern_critic_is_table_2():
+    """Table 2 (the WGAN critic): 3x3 convolutions to 64, 128, 128 and 256 maps with LeakyReLU,
+    global max pooling, dense 100, dense 1; 543 k parameters (reading: 543 049). The compact
+    critic of the CPU presets drops the 256-map convolution and the dense 100 layer (222 209)."""
+    table = PatternCritic(1.0, table=True)
+    convs = [m for m in table.modules() if isinstance(m, torch.nn.Conv2d)]
+    dense = [m for m in table.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == \
+        [(1, 64, (3, 3)), (64, 128, (3, 3)), (128, 128, (3, 3)), (128, 256, (3, 3))]
+    assert [(m.in_features, m.out_features) for m in dense] == [(256, 100), (100, 1)]
+    assert n_params(table) == 543_049 and n_params(PatternCritic(1.0)) == 222_209
+    assert table(torch.rand(3, 9, 9)).shape == (3, 1)
+    model = calobench.get_model("airshower_wgan")
+    assert model.presets["paper"].get("critic_layers", model.Options().critic_layers) == "table"
+
+
 def test_refiner_starts_as_identity_and_bound_caps_the_residual():
     u = to_net(torch.rand(2, 9, 9, 80) * 100)
     torch.testing.assert_close(Refiner(0.125)(u), u)  # skip + zero-initialised last convolution
