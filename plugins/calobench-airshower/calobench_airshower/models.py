@@ -62,6 +62,9 @@ class RefinerOptions(calobench.Options):
     lr: PositiveFloat = 1e-4
     critic_lr: PositiveFloat | None = None  # the critic's learning rate (None: lr)
     lr_decay: bool = False  # both learning rates fall linearly to 0 over the refiner steps
+    # the critic also sees the energy (log10(E / 10 EeV), a plane beside the per-station features);
+    # each data trace it sees is drawn among the 11 of the nearest energies to its simulated partner's
+    critic_energy: bool = False
     betas: tuple[float, float] = (0.5, 0.999)
 
 
@@ -222,7 +225,7 @@ class AirshowerRefiner(calobench.Model):
         # 2-core CPU, <= 30 min of training; the stabilisers and the two learning rates: README, measured
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
-                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True},
+                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
                   "warmup": 0, "self_reg": 0.0, "skip": False, "bound": None},
     }
@@ -233,7 +236,7 @@ class AirshowerRefiner(calobench.Model):
         if config["bound"] and not config["skip"]:
             raise calobench.CalobenchError("airshower_refiner: bound caps the residual; it needs --set skip=true")
         self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"]).to(device),
-                     "critic": TraceAixNet(config["critic_width"], n_out=1).to(device)}
+                     "critic": TraceAixNet(config["critic_width"], n_out=1, conditioned=config["critic_energy"]).to(device)}
         b = tuple(config["betas"])
         self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(),
@@ -244,16 +247,35 @@ class AirshowerRefiner(calobench.Model):
             raise calobench.CalobenchError("airshower_refiner needs the target (data) training split")
         c, dev = self.config, self.device
         n = c.get("n_train")
-        S = to_net(torch.as_tensor((train.head(n) if n else train).array()))
-        T = to_net(torch.as_tensor((target.head(n) if n else target).array()))
+        src, tgt = (train.head(n) if n else train), (target.head(n) if n else target)
+        S, T = to_net(torch.as_tensor(src.array())), to_net(torch.as_tensor(tgt.array()))
         R, D = self.nets["refiner"], self.nets["critic"]
+        if c["critic_energy"]:
+            e_s = np.asarray(src.conditions["energy"], np.float64)
+            e_t = np.asarray(tgt.conditions["energy"], np.float64)
+            order = np.argsort(e_t)
+            log_e_s = torch.log10(torch.as_tensor(e_s / E_PIVOT, dtype=torch.float32))
 
-        def critic_step():  # unpaired: independent draws from simulation and data
-            sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
-            data = T[torch.as_tensor(trainer.rng.integers(0, len(T), c["batch"]))].to(dev)
+        def draw(with_data: bool = True):
+            """A simulation batch and a data batch: unpaired, independent draws; with ``critic_energy``
+            each data trace is drawn among the 11 nearest in energy to its simulated partner (still a
+            different event), and both are judged at the simulated energy."""
+            i = trainer.rng.integers(0, len(S), c["batch"])
+            if not c["critic_energy"]:
+                return i, trainer.rng.integers(0, len(T), c["batch"]) if with_data else None, None
+            near = np.searchsorted(e_t[order], e_s[i]) + trainer.rng.integers(-5, 6, len(i))
+            return i, order[np.clip(near, 0, len(T) - 1)], log_e_s[i].to(dev)
+
+        def judge(u, log_e):
+            return D(u, log_e) if c["critic_energy"] else D(u)
+
+        def critic_step():
+            i, j, log_e = draw()
+            sim, data = S[torch.as_tensor(i)].to(dev), T[torch.as_tensor(j)].to(dev)
             with torch.no_grad():
                 refined = R(sim)
-            loss_d = D(refined).mean() - D(data).mean() + c["gp_lambda"] * gradient_penalty(D, data, refined)
+            gp = gradient_penalty(lambda u: judge(u, log_e), data, refined)
+            loss_d = judge(refined, log_e).mean() - judge(data, log_e).mean() + c["gp_lambda"] * gp
             self.optimizers["critic"].zero_grad(set_to_none=True)
             loss_d.backward()
             self.optimizers["critic"].step()
@@ -269,10 +291,11 @@ class AirshowerRefiner(calobench.Model):
                         g["lr"] = base[k] * (1 - step / c["steps"])
             for _ in range(c["n_critic"]):
                 loss_d = critic_step()
-            sim = S[torch.as_tensor(trainer.rng.integers(0, len(S), c["batch"]))].to(dev)
+            i, _, log_e = draw(with_data=c["critic_energy"])
+            sim = S[torch.as_tensor(i)].to(dev)
             refined = R(sim)
             reg = (refined - sim).abs().mean()  # self-regularisation (SimGAN): stay close to the input
-            loss_r = -D(refined).mean() + c["self_reg"] * reg
+            loss_r = -judge(refined, log_e).mean() + c["self_reg"] * reg
             self.optimizers["refiner"].zero_grad(set_to_none=True)
             loss_r.backward()
             self.optimizers["refiner"].step()

@@ -148,19 +148,23 @@ class Refiner(nn.Module):
 class TraceAixNet(nn.Module):
     """AixNet-like: per-station time convolutions (stride 2) compress each trace, then 2-D
     convolutions over the array and a dense head. ``n_out`` 1: log10 E regressor; also the
-    refiner's critic (no batch norm, as WGAN-GP requires)."""
+    refiner's critic (no batch norm, as WGAN-GP requires). ``conditioned``: the energy
+    (log10(E / 10 EeV)) joins the per-station features as one more plane over the array."""
 
-    def __init__(self, width: float = 1.0, n_out: int = 1):
+    def __init__(self, width: float = 1.0, n_out: int = 1, conditioned: bool = False):
         super().__init__()
         c = max(8, int(32 * width))
+        self.conditioned = conditioned
         self.time = StationTime(nn.Sequential(
             nn.Conv1d(1, c // 2, 7, 2, 3), lrelu(), nn.Conv1d(c // 2, c, 7, 2, 3), lrelu(),
             nn.Conv1d(c, c, 7, 2, 3), lrelu(), nn.AdaptiveAvgPool1d(1)))
         self.array = nn.Sequential(
-            nn.Conv2d(c, 2 * c, 3, 1, 1), lrelu(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu(),
+            nn.Conv2d(c + conditioned, 2 * c, 3, 1, 1), lrelu(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * c, 64), lrelu(), nn.Linear(64, n_out))
 
-    def forward(self, u):
+    def forward(self, u, log_energy=None):
         h = self.time(u)[..., 0]  # [B, C, 9, 9]
+        if self.conditioned:
+            h = torch.cat([h, log_energy.reshape(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])], 1)
         out = self.array(h)
         return out[:, 0] if out.shape[1] == 1 else out

@@ -156,8 +156,10 @@ def test_refiner_starts_as_identity_and_bound_caps_the_residual():
     assert float((out - u).max()) <= 0.2 + 1e-6 and float((out - u).min()) > 0.19
 
 
-def test_refiner_learning_rates_decay_linearly_over_its_steps():
-    """critic_lr trains the critic apart from the refiner; lr_decay sets both to base x (1 - step/steps)."""
+@pytest.mark.parametrize("critic_energy", [False, True])
+def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):
+    """critic_lr trains the critic apart from the refiner; lr_decay sets both to base x (1 - step/steps);
+    with critic_energy the critic takes the energy beside the traces."""
     from calobench.model import Trainer
 
     g = SIM.geometry()
@@ -167,12 +169,20 @@ def test_refiner_learning_rates_decay_linearly_over_its_steps():
     source = DatasetInfo("airshower_sim", g, {"energy": (1.0, 100.0)}, ["train"], loader=sim.__getitem__).load("train")
     model = calobench.get_model("airshower_refiner")(None, {"width": 0.125, "critic_width": 0.125, "batch": 4,
                                                              "n_critic": 1, "steps": 4, "warmup": 0, "skip": True,
-                                                             "lr": 1e-3, "critic_lr": 4e-3, "lr_decay": True}, "cpu")
+                                                             "lr": 1e-3, "critic_lr": 4e-3, "lr_decay": True,
+                                                             "critic_energy": critic_energy}, "cpu")
     trainer = Trainer(seed=0)
     trainer.bind(model)
     model.fit(source, trainer, target=target)
     assert model.optimizers["refiner"].param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 3 / 4))
     assert model.optimizers["critic"].param_groups[0]["lr"] == pytest.approx(4e-3 * (1 - 3 / 4))
+    u = to_net(torch.as_tensor(data["train"].showers[:3]))
+    critic = model.nets["critic"]
+    if critic_energy:  # the same traces judged at another energy score differently
+        a, b = critic(u, torch.zeros(3)), critic(u, torch.ones(3))
+        assert a.shape == (3,) and not torch.allclose(a, b)
+    else:
+        assert critic(u).shape == (3,)
 
 
 def test_refinement_utility_mechanics():
