@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pydantic
 import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
@@ -66,6 +67,15 @@ class RefinerOptions(calobench.Options):
     # each data trace it sees is drawn among the 11 of the nearest energies to its simulated partner's
     critic_energy: bool = False
     betas: tuple[float, float] = (0.5, 0.999)
+
+    @pydantic.model_validator(mode="after")
+    def _bound_needs_skip(self):
+        if self.bound and not self.skip:
+            raise ValueError("bound caps the residual of the global skip: it needs skip=true")
+        return self
+
+    def learning_rates(self) -> dict:
+        return {"refiner": self.lr, "critic": self.critic_lr or self.lr}
 
 
 class AirshowerWGAN(calobench.Model):
@@ -233,14 +243,12 @@ class AirshowerRefiner(calobench.Model):
     def __init__(self, dataset, config, device):
         super().__init__(dataset, config, device)
         config = self.config
-        if config["bound"] and not config["skip"]:
-            raise calobench.CalobenchError("airshower_refiner: bound caps the residual; it needs --set skip=true")
         self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"]).to(device),
                      "critic": TraceAixNet(config["critic_width"], n_out=1, conditioned=config["critic_energy"]).to(device)}
         b = tuple(config["betas"])
-        self.optimizers = {"refiner": torch.optim.Adam(self.nets["refiner"].parameters(), config["lr"], betas=b),
-                           "critic": torch.optim.Adam(self.nets["critic"].parameters(),
-                                                      config["critic_lr"] or config["lr"], betas=b)}
+        self.learning_rates = self.options.learning_rates()
+        self.optimizers = {k: torch.optim.Adam(self.nets[k].parameters(), lr, betas=b)
+                           for k, lr in self.learning_rates.items()}
 
     def fit(self, train, trainer, validation=None, target=None):
         if target is None:
@@ -254,6 +262,7 @@ class AirshowerRefiner(calobench.Model):
             e_s = np.asarray(src.conditions["energy"], np.float64)
             e_t = np.asarray(tgt.conditions["energy"], np.float64)
             order = np.argsort(e_t)
+            e_t_sorted = e_t[order]
             log_e_s = torch.log10(torch.as_tensor(e_s / E_PIVOT, dtype=torch.float32))
 
         def draw(with_data: bool = True):
@@ -263,7 +272,7 @@ class AirshowerRefiner(calobench.Model):
             i = trainer.rng.integers(0, len(S), c["batch"])
             if not c["critic_energy"]:
                 return i, trainer.rng.integers(0, len(T), c["batch"]) if with_data else None, None
-            near = np.searchsorted(e_t[order], e_s[i]) + trainer.rng.integers(-5, 6, len(i))
+            near = np.searchsorted(e_t_sorted, e_s[i]) + trainer.rng.integers(-5, 6, len(i))
             return i, order[np.clip(near, 0, len(T) - 1)], log_e_s[i].to(dev)
 
         def judge(u, log_e):
@@ -283,12 +292,11 @@ class AirshowerRefiner(calobench.Model):
 
         for _ in trainer.phase("critic_warmup", c["warmup"]):  # data vs (identity-)refined simulation
             critic_step()
-        base = {"refiner": c["lr"], "critic": c["critic_lr"] or c["lr"]}
         for step in trainer.phase("refiner", c["steps"]):
             if c["lr_decay"]:  # a function of the step alone: a resumed run continues the same schedule
                 for k, opt in self.optimizers.items():
                     for g in opt.param_groups:
-                        g["lr"] = base[k] * (1 - step / c["steps"])
+                        g["lr"] = self.learning_rates[k] * (1 - step / c["steps"])
             for _ in range(c["n_critic"]):
                 loss_d = critic_step()
             i, _, log_e = draw(with_data=c["critic_energy"])

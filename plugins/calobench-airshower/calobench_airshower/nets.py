@@ -59,7 +59,8 @@ class PatternCritic(nn.Module):
                  nn.Conv2d(2 * c, 2 * c, 3, 1, 1), lrelu()]
         if table:
             convs += [nn.Conv2d(2 * c, 4 * c, 3, 1, 1), lrelu()]
-            head = [nn.Linear(4 * c, max(8, int(100 * width))), lrelu(), nn.Linear(max(8, int(100 * width)), 1)]
+            dense = max(8, int(100 * width))
+            head = [nn.Linear(4 * c, dense), lrelu(), nn.Linear(dense, 1)]
         else:
             head = [nn.Linear(2 * c, 1)]
         self.net = nn.Sequential(*convs, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), *head)

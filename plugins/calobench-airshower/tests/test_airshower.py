@@ -128,6 +128,8 @@ def test_refiner_is_table_3():
     assert r(u).shape == u.shape and (r(u) >= 0).all()
     with pytest.raises(ValueError, match="skip"):
         Refiner(1.0, bound=0.2, skip=False)
+    with pytest.raises(ValueError, match="needs skip=true"):  # the options say it before any network is built
+        calobench.get_model("airshower_refiner").Options(bound=0.2, skip=False)
 
 
 def test_pattern_critic_is_table_2():
