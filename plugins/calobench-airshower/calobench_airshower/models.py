@@ -66,6 +66,9 @@ class RefinerOptions(calobench.Options):
     # the critic also sees the energy (log10(E / 10 EeV), a plane beside the per-station features);
     # each data trace it sees is drawn among the 11 of the nearest energies to its simulated partner's
     critic_energy: bool = False
+    # draw the simulated events of every batch flat in log10(E) (weights 1 / the count of their energy's bin,
+    # 20 bins), not as the spectrum falls: a flat-in-E spectrum has 9 % of its events below 10 EeV
+    balance: bool = False
     betas: tuple[float, float] = (0.5, 0.999)
 
     @pydantic.model_validator(mode="after")
@@ -76,6 +79,15 @@ class RefinerOptions(calobench.Options):
 
     def learning_rates(self) -> dict:
         return {"refiner": self.lr, "critic": self.critic_lr or self.lr}
+
+
+def flat_in_log_energy(energy, bins: int = 20) -> np.ndarray:
+    """Draw probabilities that make a sample's log10(E) flat: 1 / the count of each event's bin (``bins``
+    equal bins from its lowest to its highest energy), normalised."""
+    log_e = np.log10(np.asarray(energy, np.float64))
+    which = np.clip(np.digitize(log_e, np.linspace(log_e.min(), log_e.max(), bins + 1)[1:-1]), 0, bins - 1)
+    p = 1.0 / np.bincount(which, minlength=bins)[which]
+    return p / p.sum()
 
 
 class AirshowerWGAN(calobench.Model):
@@ -258,6 +270,7 @@ class AirshowerRefiner(calobench.Model):
         src, tgt = (train.head(n) if n else train), (target.head(n) if n else target)
         S, T = to_net(torch.as_tensor(src.array())), to_net(torch.as_tensor(tgt.array()))
         R, D = self.nets["refiner"], self.nets["critic"]
+        p_s = flat_in_log_energy(src.conditions["energy"]) if c["balance"] else None
         if c["critic_energy"]:
             e_s = np.asarray(src.conditions["energy"], np.float64)
             e_t = np.asarray(tgt.conditions["energy"], np.float64)
@@ -269,7 +282,8 @@ class AirshowerRefiner(calobench.Model):
             """A simulation batch and a data batch: unpaired, independent draws; with ``critic_energy``
             each data trace is drawn among the 11 nearest in energy to its simulated partner (still a
             different event), and both are judged at the simulated energy."""
-            i = trainer.rng.integers(0, len(S), c["batch"])
+            i = (trainer.rng.choice(len(S), c["batch"], p=p_s) if p_s is not None
+                 else trainer.rng.integers(0, len(S), c["batch"]))
             if not c["critic_energy"]:
                 return i, trainer.rng.integers(0, len(T), c["batch"]) if with_data else None, None
             near = np.searchsorted(e_t_sorted, e_s[i]) + trainer.rng.integers(-5, 6, len(i))

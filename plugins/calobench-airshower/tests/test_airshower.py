@@ -159,7 +159,7 @@ def test_refiner_starts_as_identity_and_bound_caps_the_residual():
 
 
 @pytest.mark.parametrize("critic_energy", [False, True])
-def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):
+def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):  # balance with critic_energy
     """critic_lr trains the critic apart from the refiner; lr_decay sets both to base x (1 - step/steps);
     with critic_energy the critic takes the energy beside the traces."""
     from calobench.model import Trainer
@@ -172,7 +172,8 @@ def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):
     model = calobench.get_model("airshower_refiner")(None, {"width": 0.125, "critic_width": 0.125, "batch": 4,
                                                              "n_critic": 1, "steps": 4, "warmup": 0, "skip": True,
                                                              "lr": 1e-3, "critic_lr": 4e-3, "lr_decay": True,
-                                                             "critic_energy": critic_energy}, "cpu")
+                                                             "critic_energy": critic_energy,
+                                                             "balance": critic_energy}, "cpu")
     trainer = Trainer(seed=0)
     trainer.bind(model)
     model.fit(source, trainer, target=target)
@@ -185,6 +186,22 @@ def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):
         assert a.shape == (3,) and not torch.allclose(a, b)
     else:
         assert critic(u).shape == (3,)
+
+
+def test_flat_in_log_energy_draws():
+    """balance: events drawn with these weights are flat in log10(E), whatever the spectrum (here flat in E,
+    where a plain draw puts 9 % of the events below 10 EeV)."""
+    from calobench_airshower.models import flat_in_log_energy
+
+    rng = np.random.default_rng(0)
+    energy = rng.uniform(1, 100, 20_000)
+    p = flat_in_log_energy(energy)
+    assert p.shape == energy.shape and p.sum() == pytest.approx(1) and (p > 0).all()
+    drawn = np.log10(energy[rng.choice(len(energy), 200_000, p=p)])
+    assert np.mean(energy < 10) == pytest.approx(0.09, abs=0.01)
+    assert np.mean(drawn < 1) == pytest.approx(0.5, abs=0.01)  # one decade of two
+    counts = np.histogram(drawn, 10, (0, 2))[0] / len(drawn)
+    np.testing.assert_allclose(counts, 0.1, atol=0.01)
 
 
 def test_refinement_utility_mechanics():

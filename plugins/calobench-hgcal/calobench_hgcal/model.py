@@ -61,6 +61,8 @@ class HGCALOptions(calobench.Options):
     # bounded: u_max * tanh(relu / u_max), u_max from the data; total: a head draws the visible energy, the ReLU
     # cells are its fractions; softmax: the same, the fractions a softmax over the live cells
     output: Literal["relu", "bounded", "total", "softmax"] = "relu"
+    # > 0: the output ReLU passes a leaky ReLU's gradient (this slope below zero) back, its output unchanged
+    leak: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
     critic_threshold: bool = False  # the critic sees generated showers after the 2 MIP readout threshold
     critic_summaries: bool = False  # the critic's label branch also reads the 7 layer sums and the total
     # ... and the number of hits above 2 MIP per layer, counted softly (sigmoid((u - u_2MIP) / hit_softness)) on
@@ -124,7 +126,7 @@ class HGCALWGAN(calobench.Model):
             raise calobench.CalobenchError(f"hgcal_wgan needs 12x15x7 showers with conditions {', '.join(LABELS)}")
         mask = torch.as_tensor(g.mask if g.mask is not None else np.ones(g.shape, bool))
         w = config["width"]
-        self.nets = {"generator": Generator(mask, w, config["output"]),
+        self.nets = {"generator": Generator(mask, w, config["output"], config["leak"]),
                      "critic": Critic(w, (N_SUMMARIES + N_LAYERS * config["critic_hits"]) if config["critic_summaries"]
                                       else 0, config["label_width"]),
                      "energy_constrainer": Constrainer(1, w), "position_constrainer": Constrainer(2, w)}

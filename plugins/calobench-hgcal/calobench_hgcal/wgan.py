@@ -22,6 +22,9 @@ Generator (input: 10 latent U(-1, 1) + 3 labels: energy, impact x, impact y)
   ``bounded``: u_max * tanh(relu(h) / u_max), a ReLU near zero (cells start empty, as with the
   paper's ReLU) that saturates at u_max, so no cell can exceed the hottest cell of the
   training data by more than a margin.
+  ``leak`` > 0 (relu, total, bounded): the ReLU's output forward, a leaky ReLU's gradient (slope
+  ``leak`` below zero) backward, so a cell the generator has switched off still learns whether
+  it should carry energy.
 Critic: labels -> dense 10 -> dense 180 -> reshape 1 x 12 x 15, concatenated with the
   shower's 7 layers as channels; 5 convs 3 x 3 with layer norm (two with stride 2);
   dense 10; dense 1. No batch norm (it would break the gradient penalty). With
@@ -87,8 +90,9 @@ class Tower(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, mask: torch.Tensor, width: float = 1.0, output: str = "relu"):
+    def __init__(self, mask: torch.Tensor, width: float = 1.0, output: str = "relu", leak: float = 0.0):
         super().__init__()
+        self.leak = leak
         if output not in ("relu", "bounded", "total", "softmax"):
             raise ValueError(f"output must be relu, bounded, total or softmax, not {output!r}")
         self.towers = nn.ModuleList(Tower(width) for _ in range(N_LAYERS))
@@ -116,6 +120,9 @@ class Generator(nn.Module):
         h = self.local(self.body(torch.cat([t(zl) for t in self.towers], 1)))
         if self.output == "softmax":  # fractions: a softmax over the live cells, none exactly zero
             frac = torch.softmax(h.masked_fill(self.mask == 0, -torch.inf).flatten(1), 1).reshape(h.shape)
+        elif self.leak:  # ReLU forward (dead cells read exactly zero), a leaky ReLU's gradient backward
+            soft = F.leaky_relu(h, self.leak)
+            h = soft + (F.relu(h) - soft).detach()
         else:
             h = F.relu(h)
         if self.output == "bounded":

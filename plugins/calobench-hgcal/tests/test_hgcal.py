@@ -133,6 +133,23 @@ def test_total_output_draws_the_shower_energy_first():
         Generator(torch.as_tensor(MASK), output="sigmoid")
 
 
+def test_leak_passes_a_gradient_to_switched_off_cells_and_leaves_the_output_alone():
+    """leak: the output is the ReLU's (switched-off cells read exactly zero, bit for bit the leak-0
+    generator), but a switched-off live cell's gradient reaches the network (with leak 0 it does not)."""
+    torch.manual_seed(0)
+    G = Generator(torch.as_tensor(MASK), width=0.25, output="total", leak=0.1)
+    G0 = Generator(torch.as_tensor(MASK), width=0.25, output="total")
+    G0.load_state_dict(G.state_dict())
+    z, lab = torch.rand(8, 10) * 2 - 1, torch.rand(8, 3)
+    u, u0 = G(z, lab), G0(z, lab)
+    assert torch.equal(u, u0)
+    live = torch.as_tensor(MASK)
+    off = (u[0][live] == 0).nonzero()[0, 0]  # a live cell the untrained generator switched off
+    u[0][live][off].backward(), u0[0][live][off].backward()
+    grad = G.local.weight.grad.abs().sum()
+    assert grad > 0 and (G0.local.weight.grad is None or G0.local.weight.grad.abs().sum() == 0)
+
+
 def test_softmax_output_keeps_every_live_cell_above_zero():
     """output=softmax: the fractions are a softmax over the live cells, so before the readout threshold
     every live cell is above zero (its tail can grow over 2 MIP), dead cells stay empty, the cells sum
