@@ -30,6 +30,28 @@ def critic_gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> t
     return gradient_penalty(critic(x_hat), x_hat)
 
 
+# -- generator outputs -----------------------------------------------------------
+def relu_leaky_grad(x: torch.Tensor, slope: float) -> torch.Tensor:
+    """relu(x) forward (switched-off cells are exactly zero, as in sparse showers), the gradient of a
+    leaky ReLU with ``slope`` below zero backward: an output cell the network has switched off still
+    learns whether it should carry energy. ``slope`` 0 is the plain ReLU."""
+    if not slope:
+        return torch.relu(x)
+    leaky = torch.nn.functional.leaky_relu(x, slope)
+    return leaky + (torch.relu(x) - leaky).detach()
+
+
+class ReLULeakyGrad(torch.nn.Module):
+    """``relu_leaky_grad`` as a layer."""
+
+    def __init__(self, slope: float = 0.0):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x):
+        return relu_leaky_grad(x, self.slope)
+
+
 # -- supervised training with early stopping --------------------------------------
 MAX_KNOTS = 16  # condition values a ResponseCalibration keeps a factor for
 

@@ -71,3 +71,16 @@ def test_cached_tensors_computes_once(tmp_path):
     b = cached_tensors(tmp_path / "sub" / "net.safetensors", compute)
     assert len(calls) == 1 and torch.equal(a["w"], b["w"])
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["net.safetensors"]  # no temp file left
+
+
+def test_relu_leaky_grad_is_a_relu_forward_with_a_leaky_gradient():
+    from calobench.training import ReLULeakyGrad, relu_leaky_grad
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 1.5], requires_grad=True)
+    y = relu_leaky_grad(x, 0.1)
+    assert torch.equal(y, torch.relu(x.detach()))
+    y.backward(torch.ones(4))
+    assert torch.allclose(x.grad, torch.tensor([0.1, 0.1, 0.1, 1.0]))  # leaky_relu's gradient (0.1 at 0)
+    x.grad = None
+    ReLULeakyGrad(0.0)(x).backward(torch.ones(4))  # slope 0: the plain ReLU
+    assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 0.0, 1.0]))

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calobench.training import relu_leaky_grad
+
 N_LATENT, N_LABELS, N_LAYERS = 10, 3, 7
 
 
@@ -120,11 +122,8 @@ class Generator(nn.Module):
         h = self.local(self.body(torch.cat([t(zl) for t in self.towers], 1)))
         if self.output == "softmax":  # fractions: a softmax over the live cells, none exactly zero
             frac = torch.softmax(h.masked_fill(self.mask == 0, -torch.inf).flatten(1), 1).reshape(h.shape)
-        elif self.leak:  # ReLU forward (dead cells read exactly zero), a leaky ReLU's gradient backward
-            soft = F.leaky_relu(h, self.leak)
-            h = soft + (F.relu(h) - soft).detach()
-        else:
-            h = F.relu(h)
+        else:  # with leak: ReLU forward (dead cells read exactly zero), a leaky ReLU's gradient backward
+            h = relu_leaky_grad(h, self.leak)
         if self.output == "bounded":
             h = self.u_max * torch.tanh(h / self.u_max)
         elif self.output in ("total", "softmax"):  # cells = total x fractions, on the log scale log1p(x / unit) / 4

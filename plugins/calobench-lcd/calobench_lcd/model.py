@@ -54,6 +54,12 @@ class ThreeDGANOptions(calobench.Options):
     generator_steps: PositiveInt = 2
     dropout: NonNegativeFloat = 0.2
     apply_threshold: bool = True
+    # > 0: the generator's output ReLU passes a leaky ReLU's gradient (this slope below zero) back, output unchanged
+    leak: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    # after training: scale the generated cells by a smooth factor of (E_p, theta) so that the mean sampling
+    # fraction of showers generated for the validation labels matches the validation showers' (SamplingCalibration)
+    calibrate_response: bool = False
+    calibrate_draws: PositiveInt = 4  # generated showers per validation label for that
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -65,6 +71,55 @@ class ThreeDGANOptions(calobench.Options):
         return self
 
 
+def _sf_error(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
+    """Mean over ``bins`` E_p bins (quantiles of the real energies) of |<sf_gen> / <sf_real> - 1|."""
+    edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
+    br = np.clip(np.searchsorted(edges, e_real, side="right") - 1, 0, bins - 1)
+    bg = np.clip(np.searchsorted(edges, e_gen, side="right") - 1, 0, bins - 1)
+    err = [abs(sf_gen[bg == k].mean() / sf_real[br == k].mean() - 1) for k in range(bins)
+           if (br == k).any() and (bg == k).any()]
+    return float(np.mean(err))
+
+
+class SamplingCalibration(torch.nn.Module):
+    """A factor on the generated cells as a smooth function of (E_p, theta): the ratio of two linear
+    least-squares fits of the sampling fraction (sum / E_p), one to real validation showers and one to
+    showers generated for the same labels, on the features [hat functions of log E_p at ``KNOTS_GEV``,
+    theta - 90 deg, its square, its product with log E_p]. Buffers only: it travels with the weights;
+    until ``set`` it is 1."""
+
+    KNOTS_GEV = (2.0, 5.0, 15.0, 50.0, 150.0, 500.0)
+
+    def __init__(self):
+        super().__init__()
+        n = len(self.KNOTS_GEV) + 3
+        self.register_buffer("coef_real", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("coef_generated", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def features(cls, energy, theta) -> np.ndarray:
+        log_e = np.log(np.clip(np.asarray(energy, np.float64), cls.KNOTS_GEV[0], cls.KNOTS_GEV[-1]))
+        knots = np.log(cls.KNOTS_GEV)
+        hats = [np.interp(log_e, knots, np.eye(len(knots))[k]) for k in range(len(knots))]
+        t = np.asarray(theta, np.float64) - math.pi / 2
+        return np.stack([*hats, t, t**2, t * log_e], 1)
+
+    def set(self, real: tuple, generated: tuple) -> None:
+        """``real``, ``generated``: (E_p, theta, sampling fraction) arrays of each sample."""
+        for coef, (energy, theta, sf) in ((self.coef_real, real), (self.coef_generated, generated)):
+            fit = np.linalg.lstsq(self.features(energy, theta), np.asarray(sf, np.float64), rcond=None)[0]
+            coef.copy_(torch.as_tensor(fit))
+        self.active.fill_(True)
+
+    def factor(self, energy, theta) -> np.ndarray:
+        if not bool(self.active):
+            return np.ones(len(np.asarray(energy)))
+        f = self.features(energy, theta)
+        real, gen = f @ self.coef_real.cpu().numpy(), f @ self.coef_generated.cpu().numpy()
+        return np.clip(real / np.where(gen > 0, gen, np.inf), 0.1, 10.0) * (gen > 0) + (gen <= 0)
+
+
 class ThreeDGAN(calobench.Model):
     name = "3dgan"
     task = "generate"
@@ -73,7 +128,7 @@ class ThreeDGAN(calobench.Model):
     inference_nets = ("generator",)
     presets = {
         "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
-                  "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200},
+                  "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200, "calibrate_response": True},
         # CPU, ~25 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
         # 99.5 % of the energy on simulator v2), half the channels, batch 8; selection every 100 steps
         "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 700, "n_train": 10000, "n_select": 256,
@@ -101,11 +156,14 @@ class ThreeDGAN(calobench.Model):
         crop = config["crop"]
         self.net_shape = (crop, crop, SHAPE[2]) if crop else SHAPE
         w = config["width"]
-        self.nets = {"generator": Generator(w, self.net_shape),
+        self.nets = {"generator": Generator(w, self.net_shape, config["leak"]),
                      "discriminator": Discriminator(w, config["dropout"], self.net_shape)}
+        if config["calibrate_response"]:
+            self.nets["calibration"] = SamplingCalibration()
         for net in self.nets.values():
             net.to(device)
-        self.optimizers = {n: torch.optim.RMSprop(net.parameters(), lr=config["lr"]) for n, net in self.nets.items()}
+        self.optimizers = {n: torch.optim.RMSprop(self.nets[n].parameters(), lr=config["lr"])
+                           for n in ("generator", "discriminator")}
         self.threshold = float(g.threshold)
 
     # -- scales ----------------------------------------------------------------
@@ -127,8 +185,9 @@ class ThreeDGAN(calobench.Model):
         lo = (SHAPE[0] - c) // 2
         return F.pad(x, (0, 0, lo, SHAPE[1] - c - lo, lo, SHAPE[0] - c - lo))
 
-    def latent(self, energy: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(len(energy), LATENT - 2, device=energy.device)
+    def latent(self, energy: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(len(energy), LATENT - 2, generator=generator).to(energy.device) if generator is not None \
+            else torch.randn(len(energy), LATENT - 2, device=energy.device)
         return torch.cat([energy[:, None] / 100, theta[:, None], noise], 1)
 
     # -- training --------------------------------------------------------------
@@ -235,22 +294,65 @@ class ThreeDGAN(calobench.Model):
                     best.update(self._sf_error(sel), g_step)
             done += n_steps
         best.restore()
+        if c["calibrate_response"] and validation is not None:
+            for _ in trainer.phase("calibrate", 1):
+                found = self.calibrate(validation, torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
+                trainer.log(**found)
+
+    @torch.no_grad()
+    def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
+        """Fit the ``calibration`` net on validation showers (the test split is never seen): their sampling
+        fractions against those of ``calibrate_draws`` generated showers per validation label. Returns the
+        mean absolute sampling-fraction error over 10 E_p bins before and after."""
+        if "calibration" not in self.nets:
+            raise calobench.CalobenchError("3dgan: calibrate() needs --set calibrate_response=true")
+        cal = self.nets["calibration"]
+        cal.active.fill_(False)
+        energy = np.asarray(validation.conditions["energy"], np.float64)
+        theta = np.asarray(validation.conditions["theta"], np.float64)
+        sf_real = np.concatenate([b.array().astype(np.float64).sum((1, 2, 3)) for b in validation.chunks(256)]) / energy
+        n = self.config["calibrate_draws"]
+        e_gen, th_gen = np.tile(energy, n), np.tile(theta, n)
+        sf_gen = self._sums(e_gen, th_gen, generator) / e_gen
+        before = _sf_error(energy, sf_real, e_gen, sf_gen)
+        cal.set((energy, theta, sf_real), (e_gen, th_gen, sf_gen))
+        after = _sf_error(energy, sf_real, e_gen, sf_gen * cal.factor(e_gen, th_gen))
+        return {"sf_error_before": before, "sf_error_after": after}
 
     # -- generation ------------------------------------------------------------
+    @torch.no_grad()
+    def _generate(self, energy, theta, generator: torch.Generator | None = None, calibrated: bool = True):
+        """Generated showers (full 51 x 51 x 25, linear scale, before the readout threshold), batch by batch."""
+        G = self.nets["generator"].eval()
+        e_all = torch.as_tensor(np.asarray(energy, np.float32))
+        th_all = torch.as_tensor(np.asarray(theta, np.float32))
+        cal = self.nets.get("calibration") if calibrated else None
+        for i in range(0, len(e_all), self.config["sample_batch"]):
+            e = e_all[i:i + self.config["sample_batch"]].to(self.device)
+            th = th_all[i:i + self.config["sample_batch"]].to(self.device)
+            x = self.uncrop(self.from_net(G(self.latent(e, th, generator))))
+            if cal is not None and bool(cal.active):
+                k = cal.factor(e.double().cpu().numpy(), th.double().cpu().numpy())
+                x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+            yield x
+
+    def _sums(self, energy, theta, generator=None) -> np.ndarray:
+        """Total energy of uncalibrated generated showers for these labels (readout threshold applied)."""
+        out = []
+        for x in self._generate(energy, theta, generator, calibrated=False):
+            if self.config["apply_threshold"]:
+                x = torch.where(x < self.threshold, torch.zeros_like(x), x)
+            out.append(x.double().sum((1, 2, 3)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
     @torch.no_grad()
     def sample(self, conditions):
         missing = [c for c in LABELS if c not in conditions]
         if missing:
             raise calobench.CalobenchError(f"3dgan needs conditions {', '.join(LABELS)}; missing {', '.join(missing)}")
         self.warn_extrapolation(conditions, LABELS)
-        G = self.nets["generator"].eval()
-        e_all = torch.as_tensor(np.asarray(conditions["energy"], np.float32))
-        th_all = torch.as_tensor(np.asarray(conditions["theta"], np.float32))
         out = []
-        for i in range(0, len(e_all), self.config["sample_batch"]):
-            e = e_all[i:i + self.config["sample_batch"]].to(self.device)
-            th = th_all[i:i + self.config["sample_batch"]].to(self.device)
-            x = self.uncrop(self.from_net(G(self.latent(e, th))))
+        for x in self._generate(conditions["energy"], conditions["theta"]):
             if self.config["apply_threshold"]:
                 x = torch.where(x < self.threshold, torch.zeros_like(x), x)
             out.append(x.float().cpu().numpy())

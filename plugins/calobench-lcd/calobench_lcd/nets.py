@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from calobench.training import ReLULeakyGrad
+
 import math
 
 LATENT = 256  # 254 Gaussian numbers + E_p + theta
@@ -46,7 +48,9 @@ def _ch(c: int, width: float) -> int:
 
 
 class Generator(nn.Module):
-    def __init__(self, width: float = 1.0, shape: tuple = (51, 51, 25)):
+    def __init__(self, width: float = 1.0, shape: tuple = (51, 51, 25), leak: float = 0.0):
+        """``leak`` > 0: the output ReLU passes a leaky ReLU's gradient (that slope below zero) back, its
+        output unchanged (``calobench.training.relu_leaky_grad``)."""
         super().__init__()
         c0 = _ch(DENSE_GRID[0], width)
         # the paper's grid for 51 x 51 x 25; for another (smaller) shape the smallest grid whose
@@ -56,13 +60,13 @@ class Generator(nn.Module):
         self.dense = nn.Linear(LATENT, math.prod(self.grid))
         layers: list = [nn.Upsample(scale_factor=UPSAMPLE, mode="nearest")]
         cin = c0
-        for cout, k, pad, bn in GENERATOR:
+        for i, (cout, k, pad, bn) in enumerate(GENERATOR):
             cout = _ch(cout, width)
             if any(pad):
                 layers.append(_pad(pad))
             conv = nn.Conv3d(cin, cout, k)
             nn.init.kaiming_uniform_(conv.weight, nonlinearity="relu") if cout > 1 else nn.init.xavier_normal_(conv.weight)
-            layers += [conv, nn.ReLU()]
+            layers += [conv, ReLULeakyGrad(leak) if i == len(GENERATOR) - 1 else nn.ReLU()]
             if bn:
                 layers.append(nn.BatchNorm3d(cout, eps=BN_EPS))
             cin = cout

@@ -218,7 +218,7 @@ def test_smoke_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     run, = (tmp_path / "runs").glob("lcd__3dgan__smoke-*__seed0")
     rec = json.loads((run / "record.json").read_text())
-    assert rec["metrics"]["mre"]["status"] == "ok" and rec["train"]["steps"] == 2
+    assert rec["metrics"]["mre"]["status"] == "ok" and rec["train"]["phases"] == {"train": 2, "calibrate": 1}
     for png in ("lcd_sampling_fraction.png", "lcd_shower_shapes.png", "lcd_cell_spectrum_sparsity.png",
                 "lcd_measured_angle.png", "lcd_correlations.png", "lcd_projections.png"):
         assert (run / "plots" / png).exists()
@@ -250,3 +250,40 @@ def test_paper_preset_trains_the_papers_two_stages():
     c = ThreeDGAN.config_for("paper")
     assert [(s["energy"], s["epochs"]) for s in c["stages"]] == [((100.0, 200.0), 130), (None, 30)]
     assert c["crop"] is None and c["batch"] == 64 and c["width"] == 1.0 and c["select_every"] == "epoch"
+
+
+def test_sampling_calibration_recovers_a_known_miscalibration():
+    """SamplingCalibration: generated sampling fractions off by a smooth factor of (E_p, theta) (here x(0.6 +
+    0.1 log E) x (1 + 0.3 (theta - 90 deg))) are brought back to the real ones by the ratio of the two fits."""
+    from calobench_lcd.model import SamplingCalibration
+
+    rng = np.random.default_rng(0)
+    e, th = rng.uniform(2, 500, 4000), np.radians(rng.uniform(60, 120, 4000))
+    sf_real = 0.02 * (1 + 0.02 * rng.standard_normal(4000))
+    off = (0.6 + 0.1 * np.log(e)) * (1 + 0.3 * (th - math.pi / 2))
+    cal = SamplingCalibration()
+    np.testing.assert_array_equal(cal.factor(e[:3], th[:3]), 1.0)  # not set: the identity
+    cal.set((e[:1000], th[:1000], sf_real[:1000]), (e, th, sf_real * off))
+    np.testing.assert_allclose(cal.factor(e, th) * off, 1.0, rtol=0.03)
+
+
+def test_3dgan_calibrate_response_matches_the_validation_sampling_fraction():
+    """calibrate_response: after training, the factor found on validation showers brings the generated
+    sampling fraction per E_p bin onto theirs; it is saved with the weights and applied in sample()."""
+    from calobench_lcd.model import _sf_error
+
+    info = calobench.DatasetInfo("lcd", SIM.geometry(), SIM.condition_ranges())
+    val = SIM.simulate(200, np.random.default_rng(5))
+    m = ThreeDGAN(info, ThreeDGAN.config_for("smoke", {"calibrate_response": True}), torch.device("cpu"))
+    found = m.calibrate(val, torch.Generator().manual_seed(0))
+    assert found["sf_error_after"] < 0.5 * found["sf_error_before"]
+    e, th = val.conditions["energy"], val.conditions["theta"]
+    sf_real = val.array().sum((1, 2, 3)) / e
+    torch.manual_seed(1)
+    sf_gen = m.sample(val.conditions).sum((1, 2, 3)) / e
+    assert _sf_error(e, sf_real, e, sf_gen) < 0.5 * found["sf_error_before"]
+    state = m.state_dict()
+    assert any(k.startswith("calibration.") for k in state)
+    m2 = ThreeDGAN(info, ThreeDGAN.config_for("smoke", {"calibrate_response": True}), torch.device("cpu"))
+    m2.load_state_dict(state)
+    np.testing.assert_allclose(m2.nets["calibration"].factor(e, th), m.nets["calibration"].factor(e, th))
