@@ -63,6 +63,9 @@ class HGCALOptions(calobench.Options):
     output: Literal["relu", "bounded", "total", "softmax"] = "relu"
     # > 0: the output ReLU passes a leaky ReLU's gradient (this slope below zero) back, its output unchanged
     leak: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    # output total/softmax: the head that draws the visible energy learns adversarially (with the cells) or as a
+    # Gaussian in log total given the labels, by maximum likelihood on the real training showers' totals
+    total_fit: Literal["adversarial", "likelihood"] = "adversarial"
     critic_threshold: bool = False  # the critic sees generated showers after the 2 MIP readout threshold
     critic_summaries: bool = False  # the critic's label branch also reads the 7 layer sums and the total
     # ... and the number of hits above 2 MIP per layer, counted softly (sigmoid((u - u_2MIP) / hit_softness)) on
@@ -78,6 +81,8 @@ class HGCALOptions(calobench.Options):
 
     @pydantic.model_validator(mode="after")
     def _length(self):
+        if self.total_fit == "likelihood" and self.output not in ("total", "softmax"):
+            raise ValueError(f"total_fit=likelihood fits the head of output=total or softmax, not output={self.output}")
         if self.output in ("total", "softmax") and self.transform != "log":
             raise ValueError(f"output={self.output} generates on the log cell scale: it needs transform=log")
         if (self.steps is None) == (self.epochs is None):
@@ -99,7 +104,7 @@ class HGCALWGAN(calobench.Model):
         "smoke": {"width": 0.125, "batch": 16, "n_critic": 2, "steps": 4, "lr": 1e-3, "lr_drops": [],
                   "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
                   "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True,
-                  "critic_hits": True, "calibrate_response": True, "n_calibrate": 200},
+                  "critic_hits": True, "calibrate_response": True, "n_calibrate": 200, "total_fit": "likelihood"},
         # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 2 400 steps; cells per GeV of
         # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
         # with their energy sums and hit counts, an EMA generator, the response calibrated per beam energy
@@ -108,7 +113,7 @@ class HGCALWGAN(calobench.Model):
                     "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
                     "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
                     "critic_summaries": True, "critic_hits": True, "label_width": 64, "ema": 0.995,
-                    "per_gev": True, "calibrate_response": True},
+                    "per_gev": True, "calibrate_response": True, "total_fit": "likelihood"},
         # the paper: 150 epochs of 5 x 100k showers, batch 256, n_critic 9; generator 1e-3, critic 5e-4,
         # constrainers 5e-5 and frozen after 50 epochs; learning rates x0.1 after 60 and 100 epochs
         "paper": {"width": 1.0, "batch": 256, "n_critic": 9, "epochs": 150, "lr": 1e-3, "lr_critic": 5e-4,
@@ -126,7 +131,7 @@ class HGCALWGAN(calobench.Model):
             raise calobench.CalobenchError(f"hgcal_wgan needs 12x15x7 showers with conditions {', '.join(LABELS)}")
         mask = torch.as_tensor(g.mask if g.mask is not None else np.ones(g.shape, bool))
         w = config["width"]
-        self.nets = {"generator": Generator(mask, w, config["output"], config["leak"]),
+        self.nets = {"generator": Generator(mask, w, config["output"], config["leak"], config["total_fit"]),
                      "critic": Critic(w, (N_SUMMARIES + N_LAYERS * config["critic_hits"]) if config["critic_summaries"]
                                       else 0, config["label_width"]),
                      "energy_constrainer": Constrainer(1, w), "position_constrainer": Constrainer(2, w)}
@@ -339,12 +344,18 @@ class HGCALWGAN(calobench.Model):
             else:
                 aux = err_fake.mean(0).sum()
             loss_g = -critic(fake, lab, before).mean() + c["kappa"] * aux
+            if c["total_fit"] == "likelihood":  # the visible-energy head: maximum likelihood on real totals
+                log_t = torch.log(self.from_net(X[idx].to(dev)).sum((1, 2, 3)).clamp(min=1e-6) / G.total_ref)
+                nll = G.total_nll(lab, log_t)
+                loss_g = loss_g + nll
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
             if ema is not None:
                 ema.update_parameters(G)
             log = {"critic": loss_d, "generator": loss_g, "wasserstein": d_real - d_fake, "aux_gev_mm": aux}
+            if c["total_fit"] == "likelihood":
+                log["total_nll"] = nll
             if train_a:
                 log["constrainer"] = loss_a
             trainer.log(**log)

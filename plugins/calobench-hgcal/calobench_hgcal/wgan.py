@@ -18,7 +18,9 @@ Generator (input: 10 latent U(-1, 1) + 3 labels: energy, impact x, impact y)
   Output activation: ReLU (the paper); ``total``: a dense head (13 -> 64 -> 64 -> 1) draws the
   shower's total energy and the ReLU cells become its fractions (CaloFlow's split);
   ``softmax``: the same head, the fractions a softmax over the live cells (no cell is exactly
-  zero before the readout threshold, so the tail below it keeps a gradient); or
+  zero before the readout threshold, so the tail below it keeps a gradient); with ``total_fit``
+  likelihood the head is a Gaussian in log total given the labels, fitted to the real showers' totals by
+  maximum likelihood instead of adversarially; or
   ``bounded``: u_max * tanh(relu(h) / u_max), a ReLU near zero (cells start empty, as with the
   paper's ReLU) that saturates at u_max, so no cell can exceed the hottest cell of the
   training data by more than a margin.
@@ -35,6 +37,8 @@ Constrainers: 3-D conv regressors with batch norm for energy and for impact (x, 
   supervised on real showers, frozen in generator steps.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -92,9 +96,13 @@ class Tower(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, mask: torch.Tensor, width: float = 1.0, output: str = "relu", leak: float = 0.0):
+    def __init__(self, mask: torch.Tensor, width: float = 1.0, output: str = "relu", leak: float = 0.0,
+                 total_fit: str = "adversarial"):
         super().__init__()
         self.leak = leak
+        if total_fit not in ("adversarial", "likelihood"):
+            raise ValueError(f"total_fit must be adversarial or likelihood, not {total_fit!r}")
+        self.total_fit = total_fit
         if output not in ("relu", "bounded", "total", "softmax"):
             raise ValueError(f"output must be relu, bounded, total or softmax, not {output!r}")
         self.towers = nn.ModuleList(Tower(width) for _ in range(N_LAYERS))
@@ -112,8 +120,11 @@ class Generator(nn.Module):
         self.register_buffer("u_max", torch.ones(1))  # the bounded output's ceiling (set from the data)
         if output in ("total", "softmax"):
             # the shower's total energy drawn first (as CaloFlow and CaloDREAM do), the cells as fractions of it
-            self.total = nn.Sequential(nn.Linear(N_LATENT + N_LABELS, 64), act(), nn.Linear(64, 64), act(),
-                                       nn.Linear(64, 1))
+            if total_fit == "likelihood":  # labels -> mean and log spread of log(total / total_ref)
+                self.total = nn.Sequential(nn.Linear(N_LABELS, 64), act(), nn.Linear(64, 64), act(), nn.Linear(64, 2))
+            else:
+                self.total = nn.Sequential(nn.Linear(N_LATENT + N_LABELS, 64), act(), nn.Linear(64, 64), act(),
+                                           nn.Linear(64, 1))
             self.register_buffer("total_ref", torch.ones(1))  # mean training total (the cells' units)
             self.register_buffer("cell_unit", torch.ones(1))  # the log transform's unit (2 MIP)
 
@@ -130,9 +141,27 @@ class Generator(nn.Module):
             if self.output == "total":
                 h = h * self.mask
                 frac = h / (h.sum((1, 2, 3), keepdim=True) + 1e-6)
-            total = self.total_ref * torch.exp(self.total(zl)).reshape(-1, 1, 1, 1)
+            total = self.total_ref * torch.exp(self.log_total(z, labels)).reshape(-1, 1, 1, 1)
             h = torch.log1p(total * frac / self.cell_unit) / 4
         return (h * self.mask).permute(0, 2, 3, 1)  # [B, 12, 15, 7]
+
+
+    def log_total(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log(total / total_ref) of each shower. adversarial: the head of (z, labels); likelihood: mu +
+        sigma x eps with (mu, log sigma) from the labels and eps = sqrt(2) erfinv(z_0) (a standard normal
+        number made of the first latent, so a shower is a function of (z, labels) as before); the total is
+        detached: the head learns from ``total_nll`` alone, the adversarial loss shapes the fractions."""
+        if self.total_fit == "adversarial":
+            return self.total(torch.cat([z, labels], 1))[:, 0]
+        mu, log_sigma = self.total(labels).unbind(1)
+        eps = math.sqrt(2) * torch.erfinv(z[:, 0].clamp(-1 + 1e-6, 1 - 1e-6))
+        return (mu + torch.exp(log_sigma) * eps).detach()
+
+    def total_nll(self, labels: torch.Tensor, log_total: torch.Tensor) -> torch.Tensor:
+        """Mean Gaussian negative log-likelihood (constant dropped) of real showers' log(total / total_ref)
+        under the likelihood head."""
+        mu, log_sigma = self.total(labels).unbind(1)
+        return (log_sigma + 0.5 * ((log_total - mu) * torch.exp(-log_sigma)) ** 2).mean()
 
 
 class Critic(nn.Module):

@@ -150,6 +150,33 @@ def test_leak_passes_a_gradient_to_switched_off_cells_and_leaves_the_output_alon
     assert grad > 0 and (G0.local.weight.grad is None or G0.local.weight.grad.abs().sum() == 0)
 
 
+def test_likelihood_total_head_is_a_gaussian_in_log_total_fitted_by_its_nll_alone():
+    """total_fit=likelihood: log(total / total_ref) = mu + sigma x eps, (mu, log sigma) from the labels and
+    eps = sqrt(2) erfinv(z_0) a standard normal number; the cells' gradient never reaches the head (the total
+    is detached), the NLL of real totals does, and minimising it recovers their mean and spread."""
+    torch.manual_seed(0)
+    G = Generator(torch.as_tensor(MASK), width=0.25, output="total", total_fit="likelihood")
+    G.total_ref.fill_(2600.0), G.cell_unit.fill_(2.0)
+    lab = torch.tensor([[0.5, 0.0, 0.0]]).repeat(20_000, 1)
+    z = torch.rand(20_000, 10) * 2 - 1
+    mu, log_sigma = G.total(lab[:1])[0].detach()
+    log_t = G.log_total(z, lab)
+    assert abs(float(log_t.mean() - mu)) < 0.03 * float(log_sigma.exp()) + 1e-3
+    assert float(log_t.std() / log_sigma.exp()) == pytest.approx(1.0, abs=0.03)
+    G(z[:8], lab[:8]).sum().backward()
+    assert all(p.grad is None for p in G.total.parameters())
+    real = 0.1 + 0.05 * torch.randn(4096)  # real log totals: mean 0.1, spread 0.05
+    opt = torch.optim.Adam(G.total.parameters(), 1e-2)
+    for _ in range(600):
+        opt.zero_grad()
+        G.total_nll(lab[:4096], real).backward()
+        opt.step()
+    mu, log_sigma = G.total(lab[:1])[0].detach()
+    assert float(mu) == pytest.approx(0.1, abs=0.005) and float(log_sigma.exp()) == pytest.approx(0.05, rel=0.05)
+    with pytest.raises(ValueError, match="total_fit must be"):
+        Generator(torch.as_tensor(MASK), output="total", total_fit="moments")
+
+
 def test_softmax_output_keeps_every_live_cell_above_zero():
     """output=softmax: the fractions are a softmax over the live cells, so before the readout threshold
     every live cell is above zero (its tail can grow over 2 MIP), dead cells stay empty, the cells sum
