@@ -105,11 +105,11 @@ class HGCALWGAN(calobench.Model):
                   "n_train": 512, "timing_batches": [1, 100], "constrainer_each_critic_step": False, "n_eval": 1000,
                   "output": "total", "critic_threshold": True, "critic_summaries": True, "ema": 0.9, "per_gev": True,
                   "critic_hits": True, "calibrate_response": True, "n_calibrate": 200, "total_fit": "likelihood"},
-        # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 2 400 steps; cells per GeV of
+        # a 2-core CPU in 30 minutes: a quarter of the channels, n_critic 3, 4 000 steps; cells per GeV of
         # beam energy, the visible energy drawn first (output total), a critic that sees thresholded showers
         # with their energy sums and hit counts, an EMA generator, the response calibrated per beam energy
         # on validation showers (every deviation and what it bought: the plugin README)
-        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 2400, "lr": 5e-4, "lr_critic": 5e-4,
+        "default": {"width": 0.25, "batch": 64, "n_critic": 3, "steps": 4000, "lr": 5e-4, "lr_critic": 5e-4,
                     "lr_constrainer": 5e-4, "lr_drops": [0.8], "constrainer_stop": None, "n_train": 100_000,
                     "constrainer_each_critic_step": False, "output": "total", "critic_threshold": True,
                     "critic_summaries": True, "critic_hits": True, "label_width": 64, "ema": 0.995,
