@@ -117,7 +117,8 @@ class SamplingCalibration(torch.nn.Module):
             return np.ones(len(np.asarray(energy)))
         f = self.features(energy, theta)
         real, gen = f @ self.coef_real.cpu().numpy(), f @ self.coef_generated.cpu().numpy()
-        return np.clip(real / np.where(gen > 0, gen, np.inf), 0.1, 10.0) * (gen > 0) + (gen <= 0)
+        ok = gen > 0  # where the generated fit is not positive, leave the showers as they are
+        return np.where(ok, np.clip(real / np.where(ok, gen, 1.0), 0.1, 10.0), 1.0)
 
 
 class ThreeDGAN(calobench.Model):
