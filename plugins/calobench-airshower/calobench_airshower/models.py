@@ -244,10 +244,11 @@ class AirshowerRefiner(calobench.Model):
     presets = {
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
                   "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "timing_batches": [1, 100]},
-        # 2-core CPU, <= 30 min of training; the stabilisers and the two learning rates: README, measured
+        # 2-core CPU, <= 30 min of training; the stabilisers, the two learning rates, the energy-aware critic
+        # and the energy-balanced draw of simulated events: README, measured
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
-                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True},
+                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
                   "warmup": 0, "self_reg": 0.0, "skip": False, "bound": None},
     }
