@@ -331,6 +331,19 @@ class Trainer:
             raise CalobenchError(f"phase '{name}': negative step count {total}")
         return self._run_phase(name, total)
 
+    def once(self, name: str, fn, log=None):
+        """Run ``fn(generator)`` as phase ``name`` of one step (a calibration after training, say).
+        ``generator`` is a ``torch.Generator`` seeded from ``trainer.rng``: a rerun with the same seed
+        draws the same numbers, and a resumed run skips the phase once it is done (what it set lives in
+        the model's nets, saved with the checkpoint). What ``fn`` returns is logged in the training
+        history, through ``log`` (the result -> a dict of numbers) when given. Returns ``fn``'s
+        result, or None when the phase was skipped on resume."""
+        found = None
+        for _ in self.phase(name, 1):
+            found = fn(torch.Generator().manual_seed(int(self.rng.integers(2**31))))
+            self.log(**(log(found) if log is not None else found))
+        return found
+
     def bind(self, model: Model) -> None:
         if self.model is not None and self.model is not model:
             raise CalobenchError("this trainer is bound to another model")

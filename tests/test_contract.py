@@ -167,3 +167,22 @@ def test_a_preset_may_size_itself_per_dataset_in_the_open(invoke):
     set_plugins(Plugins(extra=[toyplugin, Extra2], load_entrypoints=False))
     r = invoke("run", "--model", "broken_sized", "--dataset", "tiny", "--quiet")
     assert r.exit_code != 0 and "preset 'default' on tiny_big" in r.output and "Traceback" not in r.output
+
+
+def test_once_runs_a_seeded_one_step_phase_logs_it_and_is_skipped_on_resume(tmp_path):
+    m, t = _trainer(tmp_path)
+    drawn = []
+
+    def calibrate(g):
+        drawn.append(torch.rand(3, generator=g))
+        return {"factor": [1.5, 2.0]}
+
+    found = t.once("calibrate", calibrate, log=lambda f: {"factor_max": max(f["factor"])})
+    assert found == {"factor": [1.5, 2.0]} and t.phases == {"calibrate": 1}
+    assert t.history[-1]["phase"] == "calibrate" and t.history[-1]["factor_max"] == 2.0
+    (tmp_path / "again").mkdir()
+    m2, t2 = _trainer(tmp_path / "again")  # the same seed draws the same numbers; no log: the result as it is
+    t2.once("calibrate", lambda g: {"k": float(calibrate(g)["factor"][0])})
+    assert torch.equal(drawn[0], drawn[1]) and t2.history[-1]["k"] == 1.5
+    m3, t3 = _trainer(tmp_path, resume=True)  # done before: skipped whole
+    assert t3.once("calibrate", calibrate) is None and len(drawn) == 2

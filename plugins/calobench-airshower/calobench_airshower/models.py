@@ -180,10 +180,8 @@ class AirshowerWGAN(calobench.Model):
             self.optimizers["generator"].step()
             trainer.log(critic=loss_d, generator=loss_g, constraint=aux)
         if c["calibrate_response"] and validation is not None:
-            for _ in trainer.phase("calibrate", 1):
-                found = self.calibrate(validation.head(min(len(validation), c["n_calibrate"])),
-                                       torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
-                trainer.log(**{f"factor_{e:.3g}EeV": k for e, k in zip(found["energy"], found["factor"])})
+            trainer.once("calibrate", lambda g: self.calibrate(validation.head(min(len(validation), c["n_calibrate"])), g),
+                         log=lambda f: {f"factor_{e:.3g}EeV": k for e, k in zip(f["energy"], f["factor"])})
 
     @torch.no_grad()
     def _generate(self, energy: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:

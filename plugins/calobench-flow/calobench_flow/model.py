@@ -341,10 +341,8 @@ class FlowMatching(calobench.Model):
         for _ in trainer.phase("main", total):
             step()
         if c["calibrate_hits"] and validation is not None:
-            for _ in trainer.phase("calibrate", 1):
-                found = self.calibrate_boundary(validation.head(min(len(validation), c["n_calibrate"])),
-                                                torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
-                trainer.log(**found)  # in the record's training history
+            trainer.once("calibrate", lambda g: self.calibrate_boundary(  # logged: in the record's training history
+                validation.head(min(len(validation), c["n_calibrate"])), g))
 
     def calibrate_boundary(self, validation, generator=None) -> dict:
         """Move the decoding boundary between zeros and hits so that the mean number of hits of showers

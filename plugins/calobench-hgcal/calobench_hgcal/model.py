@@ -360,10 +360,8 @@ class HGCALWGAN(calobench.Model):
                 log["constrainer"] = loss_a
             trainer.log(**log)
         if c["calibrate_response"] and validation is not None:
-            for _ in trainer.phase("calibrate", 1):
-                found = self.calibrate(validation.head(min(len(validation), c["n_calibrate"])),
-                                       torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
-                trainer.log(**{f"factor_{e:g}GeV": k for e, k in zip(found["energy"], found["factor"])})
+            trainer.once("calibrate", lambda g: self.calibrate(validation.head(min(len(validation), c["n_calibrate"])), g),
+                         log=lambda f: {f"factor_{e:g}GeV": k for e, k in zip(f["energy"], f["factor"])})
 
     @torch.no_grad()
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:

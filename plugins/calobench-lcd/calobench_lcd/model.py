@@ -297,9 +297,7 @@ class ThreeDGAN(calobench.Model):
             done += n_steps
         best.restore()
         if c["calibrate_response"] and validation is not None:
-            for _ in trainer.phase("calibrate", 1):
-                found = self.calibrate(validation, torch.Generator().manual_seed(int(trainer.rng.integers(2**31))))
-                trainer.log(**found)
+            trainer.once("calibrate", lambda g: self.calibrate(validation, g))
 
     @torch.no_grad()
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
