@@ -76,6 +76,9 @@ class Model:
     unranked_presets: tuple = ("smoke",)  # presets whose runs never reach a leaderboard
     inference_nets: tuple = ()  # the nets that generate (empty: every net)
     sample_with_grad: bool = False  # True: sample()/refine() run with autograd enabled
+    # True: refine(showers, conditions) also receives the source showers' conditions (a simulation's
+    # truth: its energy, say), as sample() does; False: refine(showers)
+    refine_reads_conditions: bool = False
     description: str = ""
     distributed: bool = False  # True: fit() follows calobench.distributed's conventions (multi-process runs)
     dataset_views: dict = {}  # {dataset asked for: the dataset (a view of it) the model works on}
@@ -137,7 +140,9 @@ class Model:
     def sample(self, conditions: dict) -> np.ndarray:
         raise NotImplementedError(f"model '{self.name}' does not generate")
 
-    def refine(self, showers: np.ndarray) -> np.ndarray:
+    def refine(self, showers: np.ndarray, conditions: dict | None = None) -> np.ndarray:
+        """Source showers -> target-like showers; ``conditions`` (the source's) only when the class sets
+        ``refine_reads_conditions``."""
         raise NotImplementedError(f"model '{self.name}' does not refine")
 
     def generate_batch(self, conditions: dict | None = None, showers: np.ndarray | None = None) -> np.ndarray:
@@ -152,7 +157,14 @@ class Model:
             self.apply_fast_paths()
         grad = torch.enable_grad() if self.sample_with_grad else torch.inference_mode()
         with grad, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            out = self.refine(showers) if self.task == "refine" else self.sample(conditions)
+            if self.task != "refine":
+                out = self.sample(conditions)
+            elif self.refine_reads_conditions:
+                if conditions is None:
+                    raise CalobenchError(f"model '{self.name}' refines with the source showers' conditions: none given")
+                out = self.refine(showers, conditions)
+            else:
+                out = self.refine(showers)
         if isinstance(out, torch.Tensor):
             out = out.detach().float().cpu().numpy()
         return np.asarray(out, dtype=np.float32)

@@ -210,7 +210,7 @@ def generate(model, task_input: ShowerData, batch_size: int | None = None, path:
         for block in task_input.chunks(batch_size):
             with plugin_step(f"model '{model.name}': {'refine' if model.task == 'refine' else 'sample'}"):
                 if model.task == "refine":
-                    out = model.generate_batch(showers=block.array())
+                    out = model.generate_batch(showers=block.array(), conditions=block.conditions)
                 else:
                     out = model.generate_batch(conditions=block.conditions)
             if tuple(out.shape) != (len(block), *expected):
@@ -248,7 +248,9 @@ def time_generation(model, task_input: ShowerData, batches=None, reps: int = 10,
             continue
         idx = np.arange(b) % len(task_input)
         block = task_input.take(idx)
-        kwargs = {"showers": block.array()} if model.task == "refine" else {"conditions": block.conditions}
+        kwargs = {"conditions": block.conditions}
+        if model.task == "refine":
+            kwargs["showers"] = block.array()
         t = time_calls(lambda: model.generate_batch(**kwargs), reps=reps, budget_s=budget_s, device=model.device)
         if t.median_s is None:
             skipped[str(b)] = f"the warm-up call alone took {t.warmup_s:.0f} s > timing budget {budget_s:.0f} s"

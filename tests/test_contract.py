@@ -128,6 +128,33 @@ def test_sampling_with_gradients():
     assert out.shape == (3, 2) and np.all(out == 2)
 
 
+def test_a_refiner_reads_the_source_conditions_only_when_it_says_so():
+    """refine(showers) for a plain refiner (a third party's refine signature stays valid);
+    refine(showers, conditions) with ``refine_reads_conditions``; the runner's generate() hands them over."""
+    from calobench.runner import generate
+
+    class Plain(Counter):
+        task = "refine"
+
+        def refine(self, showers):
+            return showers * 2
+
+    class Reads(Plain):
+        refine_reads_conditions = True
+
+        def refine(self, showers, conditions=None):
+            return showers * conditions["energy"][:, None]
+
+    x = np.ones((3, 2), np.float32)
+    cond = {"energy": np.array([1.0, 1.5, 2.0], np.float32)}
+    np.testing.assert_array_equal(Plain(INFO, {}, torch.device("cpu")).generate_batch(cond, x), 2 * x)
+    np.testing.assert_array_equal(Reads(INFO, {}, torch.device("cpu")).generate_batch(cond, x), x * cond["energy"][:, None])
+    with pytest.raises(CalobenchError, match="conditions: none given"):
+        Reads(INFO, {}, torch.device("cpu")).generate_batch(None, x)
+    out = generate(Reads(INFO, {}, torch.device("cpu")), calobench.ShowerData(x, cond, INFO.geometry), batch_size=2)
+    np.testing.assert_array_equal(out.showers, x * cond["energy"][:, None])
+
+
 def test_a_preset_may_size_itself_per_dataset_in_the_open(invoke):
     """``per_dataset`` values replace the preset's own on that dataset: the run's config (and hash)
     carry the effective values; --set still wins; a bad per-dataset value fails the plugin's load."""

@@ -70,6 +70,11 @@ class RefinerOptions(calobench.Options):
     # 20 bins), not as the spectrum falls: a flat-in-E spectrum has 9 % of its events below 10 EeV
     balance: bool = False
     betas: tuple[float, float] = (0.5, 0.999)
+    # after training: a factor on the refined signals as a smooth function of the simulated energy (the
+    # simulation's truth), so that the mean log10 total signal of refined training events follows the data
+    # training events' at every energy (a cubic in log10 E fitted to each, flat in log10 E); train splits only
+    calibrate_response: bool = False
+    n_calibrate: PositiveInt = 20_000  # events of each training split the two fits use
 
     @pydantic.model_validator(mode="after")
     def _bound_needs_skip(self):
@@ -239,14 +244,17 @@ class AirshowerRefiner(calobench.Model):
     description = "refiner of Table 3 (1x1x7 time convolutions, 3 residual blocks) making simulated traces data-like"
     Options = RefinerOptions
     inference_nets = ("refiner",)
+    refine_reads_conditions = True  # the simulated energy, for the response calibration
     presets = {
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
-                  "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "timing_batches": [1, 100]},
+                  "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "timing_batches": [1, 100],
+                  "calibrate_response": True},
         # 2-core CPU, <= 30 min of training; the stabilisers, the two learning rates, the energy-aware critic
         # and the energy-balanced draw of simulated events: README, measured
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
-                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True},
+                    "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True,
+                    "calibrate_response": True},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
                   "warmup": 0, "self_reg": 0.0, "skip": False, "bound": None},
     }
@@ -256,6 +264,8 @@ class AirshowerRefiner(calobench.Model):
         config = self.config
         self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"]).to(device),
                      "critic": TraceAixNet(config["critic_width"], n_out=1, conditioned=config["critic_energy"]).to(device)}
+        if config["calibrate_response"]:
+            self.nets["calibration"] = ResponseCalibration().to(device)
         b = tuple(config["betas"])
         self.learning_rates = self.options.learning_rates()
         self.optimizers = {k: torch.optim.Adam(self.nets[k].parameters(), lr, betas=b)
@@ -321,9 +331,55 @@ class AirshowerRefiner(calobench.Model):
             loss_r.backward()
             self.optimizers["refiner"].step()
             trainer.log(critic=loss_d, refiner=loss_r, self_reg=reg)
+        if c["calibrate_response"]:
+            m = c["n_calibrate"]
+            trainer.once("calibrate", lambda g: self.calibrate(S[:m], src.conditions["energy"][:m],
+                                                               T[:m], tgt.conditions["energy"][:m]),
+                         log=lambda f: {f"factor_{e:.3g}EeV": k for e, k in zip(f["energy"], f["factor"])})
 
     @torch.no_grad()
-    def refine(self, showers):
+    def _refine_net(self, u: torch.Tensor) -> torch.Tensor:
+        """Refined signals (VEM) of net inputs ``u``, in blocks, before any calibration."""
         R = self.nets["refiner"].eval()
-        u = to_net(torch.as_tensor(np.asarray(showers, np.float32), device=self.device))
-        return from_net(R(u)).cpu().numpy()
+        return torch.cat([from_net(R(u[i: i + 1000].to(self.device))) for i in range(0, len(u), 1000)])
+
+    @torch.no_grad()
+    def calibrate(self, sim_u: torch.Tensor, sim_energy, data_u: torch.Tensor, data_energy, knots: int = 16) -> dict:
+        """Fit the mean log10 total signal against log10 E (a cubic, events weighted flat in log10 E so
+        the sparse low decade counts as much as the others) on refined simulation and on data, and set
+        the ``calibration`` net to the factor 10^(data fit - refined fit) at ``knots`` log-spaced
+        energies. Scaling an event's every signal by k moves its log total by log k exactly. Training
+        splits only; the test split is never seen. Returns what it set."""
+        if "calibration" not in self.nets:
+            raise calobench.CalobenchError("airshower_refiner: calibrate() needs --set calibrate_response=true")
+
+        def fit(total, energy):
+            total, energy = np.asarray(total, np.float64), np.asarray(energy, np.float64)
+            keep = total > 0
+            if keep.sum() < 50:
+                raise calobench.CalobenchError("airshower_refiner: too few events with signal to calibrate on")
+            x = np.log10(energy[keep])
+            w = np.sqrt(flat_in_log_energy(energy[keep]))
+            return np.polynomial.Polynomial.fit(x, np.log10(total[keep]), 3, w=w)
+
+        refined = self._refine_net(sim_u).flatten(1).sum(1).double().cpu().numpy()
+        data = from_net(data_u).flatten(1).sum(1).double().cpu().numpy()
+        f_ref, f_data = fit(refined, sim_energy), fit(data, data_energy)
+        lo = max(np.min(sim_energy), np.min(data_energy))
+        hi = min(np.max(sim_energy), np.max(data_energy))
+        energy = np.geomspace(lo, hi, knots)
+        factor = 10 ** (f_data(np.log10(energy)) - f_ref(np.log10(energy)))
+        self.nets["calibration"].set(energy, factor)
+        return {"energy": [float(e) for e in energy], "factor": [float(k) for k in factor]}
+
+    @torch.no_grad()
+    def refine(self, showers, conditions=None):
+        out = self._refine_net(to_net(torch.as_tensor(np.asarray(showers, np.float32))))
+        if "calibration" in self.nets:
+            if conditions is None or "energy" not in conditions:
+                raise calobench.CalobenchError("airshower_refiner: the calibrated refiner needs the simulated "
+                                               "showers' condition 'energy' (EeV)")
+            k = self.nets["calibration"].factor(torch.as_tensor(np.asarray(conditions["energy"], np.float32),
+                                                                device=out.device))
+            out = out * k.reshape(-1, *([1] * (out.dim() - 1)))
+        return out.cpu().numpy()
