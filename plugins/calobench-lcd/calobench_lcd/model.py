@@ -60,6 +60,9 @@ class ThreeDGANOptions(calobench.Options):
     # fraction of showers generated for the validation labels matches the validation showers' (SamplingCalibration)
     calibrate_response: bool = False
     calibrate_draws: PositiveInt = 4  # generated showers per validation label for that
+    # the generator draws the shower along the beam axis and a fixed shear tilts it by theta: layer z moved
+    # along y by cot(theta) x (b + k (z - z_c)) cells, k and b measured on the training showers (Tilt)
+    tilt: bool = False
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -121,6 +124,59 @@ class SamplingCalibration(torch.nn.Module):
         return np.where(ok, np.clip(real / np.where(ok, gen, 1.0), 0.1, 10.0), 1.0)
 
 
+class Tilt(torch.nn.Module):
+    """A shower's inclination as a fixed, differentiable shear: layer z of an image [N, X, Y, Z] is moved
+    along y by cot(theta) x (b + k (z - (Z - 1) / 2)) cells (linear interpolation, zeros shifted in).
+    ``k`` (cells per layer per unit cot theta) and ``b`` are measured on real showers by ``measure``: the
+    least-squares lines of each shower's barycentre drift (``barycentre_drift``) and of its mean layer
+    y barycentre against cot(theta). Buffers only: it travels with the weights; until measured it is the
+    identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("k", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("b", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def measure(self, images: torch.Tensor, theta) -> dict:
+        """``images`` [N, X, Y, Z] (linear cell energies), ``theta`` radians. Returns what it set and how
+        well a line describes the drift (its correlation with cot theta)."""
+        from .physics import barycentre_drift
+
+        img = images.double()
+        cot = 1 / np.tan(np.asarray(theta, np.float64))
+        drift = barycentre_drift(img).numpy()
+        per_layer = img.sum(1)  # [N, Y, Z]
+        w = per_layer.sum(1)
+        yi = torch.arange(img.shape[2], dtype=torch.float64) + 0.5
+        y_mid = (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w))
+        on = (w > 0).double()
+        y_bar = ((y_mid * on).sum(1) / on.sum(1).clamp_min(1)).numpy() - img.shape[2] / 2
+        ok = np.isfinite(drift) & (on.sum(1).numpy() >= 4)
+        if ok.sum() < 10:
+            raise calobench.CalobenchError("3dgan: too few showers with 4 or more layers to measure the tilt")
+        k = np.polyfit(cot[ok], drift[ok], 1)[0]
+        b = np.polyfit(cot[ok], y_bar[ok], 1)[0]
+        self.k.fill_(float(k)), self.b.fill_(float(b))
+        return {"tilt_k": float(k), "tilt_b": float(b), "tilt_corr": float(np.corrcoef(cot[ok], drift[ok])[0, 1])}
+
+    def forward(self, u: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        n, X, Y, Z = u.shape
+        dt, dev = u.dtype, u.device
+        z = torch.arange(Z, device=dev, dtype=dt) - (Z - 1) / 2
+        cot = (1 / torch.tan(theta.to(dt)))[:, None]
+        shift = cot * (self.b.to(dt) + self.k.to(dt) * z)  # [N, Z] cells along +y
+        # output cell y reads the input at y - shift: grid_sample's normalised coordinates (align_corners False)
+        y = torch.arange(Y, device=dev, dtype=dt)
+        src_y = (y[None, :, None] - shift[:, None, :] + 0.5) * 2 / Y - 1  # [N, Y, Z]
+        src_z = ((torch.arange(Z, device=dev, dtype=dt) + 0.5) * 2 / Z - 1)[None, None].expand(n, Y, Z)
+        grid = torch.stack([src_z, src_y], -1)  # (x = width = z, y = height = y) per output (y, z)
+        # every x row shares the shear: fold x into the batch for a 2-D sample over (y, z)
+        out = torch.nn.functional.grid_sample(u.reshape(n * X, 1, Y, Z), grid.repeat_interleave(X, 0),
+                                              mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.reshape(n, X, Y, Z)
+
+
 class ThreeDGAN(calobench.Model):
     name = "3dgan"
     task = "generate"
@@ -162,6 +218,8 @@ class ThreeDGAN(calobench.Model):
                      "discriminator": Discriminator(w, config["dropout"], self.net_shape)}
         if config["calibrate_response"]:
             self.nets["calibration"] = SamplingCalibration()
+        if config["tilt"]:
+            self.nets["tilt"] = Tilt()
         for net in self.nets.values():
             net.to(device)
         self.optimizers = {n: torch.optim.RMSprop(self.nets[n].parameters(), lr=config["lr"])
@@ -191,6 +249,11 @@ class ThreeDGAN(calobench.Model):
         noise = torch.randn(len(energy), LATENT - 2, generator=generator).to(energy.device) if generator is not None \
             else torch.randn(len(energy), LATENT - 2, device=energy.device)
         return torch.cat([energy[:, None] / 100, theta[:, None], noise], 1)
+
+    def generate_net(self, energy: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None = None):
+        """The generator's image for these labels in the network's scale, tilted by theta with ``tilt``."""
+        u = self.nets["generator"](self.latent(energy, theta, generator))
+        return self.nets["tilt"](u, theta) if "tilt" in self.nets else u
 
     # -- training --------------------------------------------------------------
     def _stages(self, energy: np.ndarray) -> list:
@@ -256,6 +319,8 @@ class ThreeDGAN(calobench.Model):
         total = sum(n for _, n in stages)
         best = calobench.BestWeights(G, mode="min")  # the generator with the lowest sampling-fraction error
         trainer.track("best_generator", best)
+        if c["tilt"]:  # measured once on the training showers (the crop the networks see)
+            trainer.once("tilt", lambda g: self.nets["tilt"].measure(self.from_net(X[:2000]), TH[:2000].numpy()))
         B, done = c["batch"], 0
         for i, (pool, n_steps) in enumerate(stages):
             name = "train" if len(stages) == 1 else f"stage{i + 1}"
@@ -265,7 +330,7 @@ class ThreeDGAN(calobench.Model):
                 real, e, th, s_real = X[idx].to(dev), E[idx].to(dev), TH[idx].to(dev), S[idx].to(dev)
                 G.train(), D.train()
                 with torch.no_grad():
-                    fake = G(self.latent(e, th))
+                    fake = self.generate_net(e, th)
                 # discriminator: the real batch, then a fake batch for the same conditions (labels flipped 5 %)
                 losses_d = []
                 for images, label in ((real, 1.0), (fake, 0.0)):
@@ -279,7 +344,7 @@ class ThreeDGAN(calobench.Model):
                     losses_d.append(loss_d.detach())
                 # generator, twice: fool D, keep E_p, the angle and the energy sum of the conditions
                 for _ in range(c["generator_steps"]):
-                    gen = G(self.latent(e, th))
+                    gen = self.generate_net(e, th)
                     logit, aux = D(gen)
                     lin = self.from_net(gen)
                     ang = measured_angle(lin)
@@ -323,14 +388,14 @@ class ThreeDGAN(calobench.Model):
     @torch.no_grad()
     def _generate(self, energy, theta, generator: torch.Generator | None = None, calibrated: bool = True):
         """Generated showers (full 51 x 51 x 25, linear scale, before the readout threshold), batch by batch."""
-        G = self.nets["generator"].eval()
+        self.nets["generator"].eval()
         e_all = torch.as_tensor(np.asarray(energy, np.float32))
         th_all = torch.as_tensor(np.asarray(theta, np.float32))
         cal = self.nets.get("calibration") if calibrated else None
         for i in range(0, len(e_all), self.config["sample_batch"]):
             e = e_all[i:i + self.config["sample_batch"]].to(self.device)
             th = th_all[i:i + self.config["sample_batch"]].to(self.device)
-            x = self.uncrop(self.from_net(G(self.latent(e, th, generator))))
+            x = self.uncrop(self.from_net(self.generate_net(e, th, generator)))
             if cal is not None and bool(cal.active):
                 k = cal.factor(e.double().cpu().numpy(), th.double().cpu().numpy())
                 x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)

@@ -287,3 +287,54 @@ def test_3dgan_calibrate_response_matches_the_validation_sampling_fraction():
     m2 = ThreeDGAN(info, ThreeDGAN.config_for("smoke", {"calibrate_response": True}), torch.device("cpu"))
     m2.load_state_dict(state)
     np.testing.assert_allclose(m2.nets["calibration"].factor(e, th), m.nets["calibration"].factor(e, th))
+
+
+def _blobs(theta, k, X=25, Y=25, Z=25):
+    """Hand-made showers: per layer a Gaussian spot (sigma 1.5 cells) whose y centre drifts by
+    k cot(theta) cells per layer about the middle layer; energy falling with depth."""
+    x, y, z = np.arange(X) + 0.5, np.arange(Y) + 0.5, np.arange(Z)
+    cot = 1 / np.tan(np.asarray(theta))
+    yc = Y / 2 + cot[:, None] * k * (z - (Z - 1) / 2)  # [N, Z]
+    gx = np.exp(-0.5 * ((x - X / 2) / 1.5) ** 2)
+    gy = np.exp(-0.5 * ((y[None, :, None] - yc[:, None, :]) / 1.5) ** 2)  # [N, Y, Z]
+    return torch.as_tensor(gx[None, :, None, None] * gy[:, None] * np.exp(-z / 10)[None, None, None], dtype=torch.float32)
+
+
+def test_tilt_measures_the_drift_and_shears_a_vertical_shower_onto_it():
+    """tilt: the shear is the identity until measured; measured on hand-made showers drifting 0.75
+    cot(theta) cells per layer it finds k = 0.75 (and no offset), and applied to vertical showers it
+    gives them that drift, so the paper's measured angle follows theta; gradients pass through."""
+    from calobench_lcd.model import Tilt
+
+    theta = np.radians(np.linspace(62, 118, 40))
+    tilted, vertical = _blobs(theta, 0.75), _blobs(np.full(40, np.pi / 2), 0.75)
+    t = Tilt()
+    th = torch.as_tensor(theta, dtype=torch.float32)
+    torch.testing.assert_close(t(vertical, th), vertical)
+    found = t.measure(tilted, theta)
+    assert found["tilt_k"] == pytest.approx(0.75, rel=0.02) and abs(found["tilt_b"]) < 0.05
+    assert found["tilt_corr"] > 0.99
+    out = t(vertical, th)
+    drift = barycentre_drift(out).numpy()
+    np.testing.assert_allclose(drift, 0.75 / np.tan(theta), atol=0.03)
+    np.testing.assert_allclose(out.numpy(), tilted.numpy(), atol=0.06)  # linear interpolation smooths a peak of 1 by < 6 %
+    u = vertical.clone().requires_grad_(True)
+    t(u, th).sum().backward()
+    assert u.grad is not None and float(u.grad.abs().sum()) > 0
+
+
+def test_3dgan_tilt_is_measured_in_fit_and_saved_with_the_weights():
+    info = calobench.DatasetInfo("lcd", SIM.geometry(), SIM.condition_ranges())
+    cfg = ThreeDGAN.config_for("smoke", {"tilt": True})
+    m = ThreeDGAN(info, cfg, torch.device("cpu"))
+    trainer = calobench.Trainer(progress=False, seed=0)
+    trainer.bind(m)
+    train = SIM.simulate(64, np.random.default_rng(3))
+    m.fit(train, trainer, validation=SIM.simulate(16, np.random.default_rng(4)))
+    k = float(m.nets["tilt"].k)
+    assert 0.5 < k < 1.0  # the simulator drifts ~0.75 cot(theta) cells per layer (benchmarks/inclination.py)
+    assert any("tilt_k" in h for h in trainer.history)
+    m2 = ThreeDGAN(info, cfg, torch.device("cpu"))
+    m2.load_state_dict(m.state_dict())
+    assert float(m2.nets["tilt"].k) == k
+    assert m2.sample({"energy": np.array([50.0]), "theta": np.array([1.2])}).shape == (1, 51, 51, 25)
