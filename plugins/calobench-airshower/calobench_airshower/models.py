@@ -251,9 +251,9 @@ class AirshowerRefiner(calobench.Model):
                   "calibrate_response": True},
         # 2-core CPU, <= 30 min of training; the stabilisers, the two learning rates, the energy-aware critic,
         # the energy-balanced draw of simulated events and the response calibration: README, measured.
-        # n_critic 5 (Table 3's training: 10): a critic step costs 0.12 s on the 2-core build machine of
-        # 2026-12-06, so 1 400 steps at n_critic 10 (1.4 s a step) would take ~33 min there, at 5 ~19 min
-        "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 5, "steps": 1400,
+        # n_critic 5 and 1 000 steps (were 10 and 1 400): on the 2-core build machine of 2026-12-06 the old
+        # schedule ran at 1.6-1.9 s a step (~40 min), n_critic 5 at 1.0-1.5 s a step on real traces
+        "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 5, "steps": 1000,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
                     "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True,
                     "calibrate_response": True},
