@@ -141,16 +141,13 @@ class Tilt(torch.nn.Module):
     def measure(self, images: torch.Tensor, theta) -> dict:
         """``images`` [N, X, Y, Z] (linear cell energies), ``theta`` radians. Returns what it set and how
         well a line describes the drift (its correlation with cot theta)."""
-        from .physics import barycentre_drift
+        from .physics import barycentre_drift, layer_y_barycentres
 
         img = images.double()
         cot = 1 / np.tan(np.asarray(theta, np.float64))
         drift = barycentre_drift(img).numpy()
-        per_layer = img.sum(1)  # [N, Y, Z]
-        w = per_layer.sum(1)
-        yi = torch.arange(img.shape[2], dtype=torch.float64) + 0.5
-        y_mid = (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w))
-        on = (w > 0).double()
+        y_mid, on = layer_y_barycentres(img)
+        on = on.double()
         y_bar = ((y_mid * on).sum(1) / on.sum(1).clamp_min(1)).numpy() - img.shape[2] / 2
         ok = np.isfinite(drift) & (on.sum(1).numpy() >= 4)
         if ok.sum() < 10:

@@ -43,20 +43,25 @@ def measured_angle(img: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.where(tot > 0, out, torch.full_like(out, float("nan")))
 
 
+def layer_y_barycentres(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per shower and layer, the energy-weighted mean y (cells, centres at index + 0.5; float64, 0
+    where the layer is empty) and whether the layer has energy: two ``[N, Z]`` tensors."""
+    img = img.to(torch.float64)
+    yi = torch.arange(img.shape[2], dtype=torch.float64, device=img.device) + 0.5
+    per_layer = img.sum(1)  # [N, Y, Z]
+    w = per_layer.sum(1)  # [N, Z]
+    return (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w)), w > 0
+
+
 def barycentre_drift(img: torch.Tensor) -> torch.Tensor:
     """Per shower, the slope of the per-layer y barycentre against the layer index (cells per layer;
     NaN with fewer than 4 non-empty layers): the shower axis' drift along y, which for a shower at
     polar angle theta is cot(theta) x (layer pitch / cell pitch) on average. A least-squares line
     through the non-empty layers, each weighted equally."""
-    n, X, Y, Z = img.shape
-    dt = torch.float64
-    img = img.to(dt)
-    yi = torch.arange(Y, dtype=dt, device=img.device) + 0.5
+    Z, dt = img.shape[3], torch.float64
     zi = torch.arange(Z, dtype=dt, device=img.device) - (Z - 1) / 2
-    per_layer = img.sum(1)  # [n, Y, Z]
-    w = per_layer.sum(1)  # [n, Z]
-    on = (w > 0).to(dt)
-    y_mid = (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w))
+    y_mid, on = layer_y_barycentres(img)
+    on = on.to(dt)
     k = on.sum(1)
     safe_k = torch.where(k > 0, k, torch.ones_like(k))
     z_bar = (on * zi).sum(1) / safe_k

@@ -18,7 +18,7 @@ from calobench.plugins import get_plugins
 from calobench_lcd.layout import read_3dgan
 from calobench_lcd.model import ThreeDGAN
 from calobench_lcd.nets import Discriminator, Generator
-from calobench_lcd.physics import barycentre_drift, measured_angle
+from calobench_lcd.physics import barycentre_drift, layer_y_barycentres, measured_angle
 from calobench_lcd.simulator import THRESHOLD_GEV, LCDSimulator
 
 SIM = LCDSimulator()
@@ -119,6 +119,17 @@ def test_barycentre_drift_on_hand_made_tracks():
     assert float(slope[0]) == pytest.approx(1.0, abs=1e-12)
     assert float(slope[1]) == pytest.approx(np.polyfit(z, z // 2, 1)[0], abs=1e-12)
     assert float(slope[2]) == pytest.approx(0.0, abs=1e-12) and torch.isnan(slope[3])
+
+
+def test_layer_y_barycentres_by_hand():
+    """Layer 0: one cell at y index 3 (centre 3.5); layer 1 empty (0, off); layer 2: 1 GeV at y index 1
+    and 3 GeV at y index 5 spread over two x columns: (1 x 1.5 + 3 x 5.5) / 4 = 4.5."""
+    img = torch.zeros(1, 4, 8, 3)
+    img[0, 0, 3, 0] = 2.0
+    img[0, 1, 1, 2], img[0, 0, 5, 2], img[0, 2, 5, 2] = 1.0, 1.5, 1.5
+    y_mid, on = layer_y_barycentres(img)
+    assert y_mid.dtype == torch.float64 and y_mid.tolist() == [[3.5, 0.0, 4.5]]
+    assert on.tolist() == [[True, False, True]]
 
 
 def _write_3dgan(path, n, seed, degrees=False):
