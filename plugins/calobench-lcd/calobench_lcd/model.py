@@ -145,8 +145,8 @@ class Tilt(torch.nn.Module):
 
         img = images.double()
         cot = 1 / np.tan(np.asarray(theta, np.float64))
-        drift = barycentre_drift(img).numpy()
         y_mid, on = layer_y_barycentres(img)
+        drift = barycentre_drift(img, (y_mid, on)).numpy()
         on = on.double()
         y_bar = ((y_mid * on).sum(1) / on.sum(1).clamp_min(1)).numpy() - img.shape[2] / 2
         ok = np.isfinite(drift) & (on.sum(1).numpy() >= 4)

@@ -53,14 +53,15 @@ def layer_y_barycentres(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (per_layer * yi[:, None]).sum(1) / torch.where(w > 0, w, torch.ones_like(w)), w > 0
 
 
-def barycentre_drift(img: torch.Tensor) -> torch.Tensor:
+def barycentre_drift(img: torch.Tensor, layers: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Per shower, the slope of the per-layer y barycentre against the layer index (cells per layer;
     NaN with fewer than 4 non-empty layers): the shower axis' drift along y, which for a shower at
     polar angle theta is cot(theta) x (layer pitch / cell pitch) on average. A least-squares line
-    through the non-empty layers, each weighted equally."""
+    through the non-empty layers, each weighted equally. ``layers``: ``layer_y_barycentres(img)`` when
+    the caller has it already."""
     Z, dt = img.shape[3], torch.float64
     zi = torch.arange(Z, dtype=dt, device=img.device) - (Z - 1) / 2
-    y_mid, on = layer_y_barycentres(img)
+    y_mid, on = layers if layers is not None else layer_y_barycentres(img)
     on = on.to(dt)
     k = on.sum(1)
     safe_k = torch.where(k > 0, k, torch.ones_like(k))
