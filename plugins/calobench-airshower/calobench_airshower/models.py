@@ -15,7 +15,8 @@ from .aixnet import train_regressor
 from calobench.training import ResponseCalibration
 from calobench.training import critic_gradient_penalty as gradient_penalty
 
-from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, to_net
+from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, readout, to_net
+from .simulator import SATURATION_VEM, TRIGGER_VEM, ZERO_SUPPRESSION_VEM
 
 E_NORM = 100.0  # EeV: the paper's generator energy input is E / E_NORM
 E_PIVOT = 10.0  # EeV: the log input is log10(E / E_PIVOT), in [-1, 1] over 1-100 EeV
@@ -59,6 +60,12 @@ class RefinerOptions(calobench.Options):
     self_reg: NonNegativeFloat = 0.0  # weight of |R(x) - x| (SimGAN self-regularisation)
     skip: bool = False  # output = input + the network's output (not in Table 3; an untrained refiner is the identity)
     bound: PositiveFloat | None = None  # cap of that residual in log units (None: uncapped; needs skip)
+    # how the skip applies the network's output r: "log" adds it to u = log10(1 + S) / 5 (Table 3 has no skip);
+    # "gain" multiplies the signal by 10^(5 r), every bin of a trace alike (needs a bound)
+    residual: Literal["log", "gain"] = "log"
+    # the refined traces pass data's readout (bins under 0.15 VEM read 0, 200 VEM saturation, stations under
+    # the 3 VEM trigger not read out), in training (what the critic sees) and when refining (after any calibration)
+    readout: bool = False
     gp_lambda: NonNegativeFloat = 5.0
     lr: PositiveFloat = 1e-4
     critic_lr: PositiveFloat | None = None  # the critic's learning rate (None: lr)
@@ -80,6 +87,8 @@ class RefinerOptions(calobench.Options):
     def _bound_needs_skip(self):
         if self.bound and not self.skip:
             raise ValueError("bound caps the residual of the global skip: it needs skip=true")
+        if self.residual == "gain" and not self.bound:
+            raise ValueError("residual=gain needs skip=true and a bound (the gain's cap, log10 units / 5)")
         return self
 
     def learning_rates(self) -> dict:
@@ -264,7 +273,8 @@ class AirshowerRefiner(calobench.Model):
     def __init__(self, dataset, config, device):
         super().__init__(dataset, config, device)
         config = self.config
-        self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"]).to(device),
+        self.nets = {"refiner": Refiner(config["width"], bound=config["bound"], skip=config["skip"],
+                                        gain=config["residual"] == "gain").to(device),
                      "critic": TraceAixNet(config["critic_width"], n_out=1, conditioned=config["critic_energy"]).to(device)}
         if config["calibrate_response"]:
             self.nets["calibration"] = ResponseCalibration().to(device)
@@ -307,7 +317,7 @@ class AirshowerRefiner(calobench.Model):
             i, j, log_e = draw()
             sim, data = S[torch.as_tensor(i)].to(dev), T[torch.as_tensor(j)].to(dev)
             with torch.no_grad():
-                refined = R(sim)
+                refined = self._refine_step(sim)
             gp = gradient_penalty(lambda u: judge(u, log_e), data, refined)
             loss_d = judge(refined, log_e).mean() - judge(data, log_e).mean() + c["gp_lambda"] * gp
             self.optimizers["critic"].zero_grad(set_to_none=True)
@@ -326,7 +336,7 @@ class AirshowerRefiner(calobench.Model):
                 loss_d = critic_step()
             i, _, log_e = draw(with_data=c["critic_energy"])
             sim = S[torch.as_tensor(i)].to(dev)
-            refined = R(sim)
+            refined = self._refine_step(sim)
             reg = (refined - sim).abs().mean()  # self-regularisation (SimGAN): stay close to the input
             loss_r = -judge(refined, log_e).mean() + c["self_reg"] * reg
             self.optimizers["refiner"].zero_grad(set_to_none=True)
@@ -339,11 +349,27 @@ class AirshowerRefiner(calobench.Model):
                                                                T[:m], tgt.conditions["energy"][:m]),
                          log=lambda f: {f"factor_{e:.3g}EeV": k for e, k in zip(f["energy"], f["factor"])})
 
+    def _read_out(self, signal: torch.Tensor) -> torch.Tensor:
+        """Refined signals (VEM) as data's array reads them out, with ``readout``."""
+        return readout(signal, ZERO_SUPPRESSION_VEM, SATURATION_VEM, TRIGGER_VEM) if self.config["readout"] else signal
+
+    def _refine_step(self, u: torch.Tensor) -> torch.Tensor:
+        """The refiner's output for net inputs ``u`` in training (net units), read out with ``readout``."""
+        out = self.nets["refiner"](u)
+        return to_net(self._read_out(from_net(out))) if self.config["readout"] else out
+
     @torch.no_grad()
-    def _refine_net(self, u: torch.Tensor) -> torch.Tensor:
-        """Refined signals (VEM) of net inputs ``u``, in blocks, before any calibration."""
+    def _refine_net(self, u: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
+        """Refined signals (VEM) of net inputs ``u``, in blocks; ``factor`` [N] (the calibration's) scales
+        each event's signals before the readout."""
         R = self.nets["refiner"].eval()
-        return torch.cat([from_net(R(u[i: i + 1000].to(self.device))) for i in range(0, len(u), 1000)])
+        out = []
+        for i in range(0, len(u), 1000):
+            s = from_net(R(u[i: i + 1000].to(self.device)))
+            if factor is not None:
+                s = s * factor[i: i + 1000].reshape(-1, *([1] * (s.dim() - 1)))
+            out.append(self._read_out(s))
+        return torch.cat(out)
 
     @torch.no_grad()
     def calibrate(self, sim_u: torch.Tensor, sim_energy, data_u: torch.Tensor, data_energy, knots: int = 16) -> dict:
@@ -376,12 +402,11 @@ class AirshowerRefiner(calobench.Model):
 
     @torch.no_grad()
     def refine(self, showers, conditions=None):
-        out = self._refine_net(to_net(torch.as_tensor(np.asarray(showers, np.float32))))
+        k = None
         if "calibration" in self.nets:
             if conditions is None or "energy" not in conditions:
                 raise calobench.CalobenchError("airshower_refiner: the calibrated refiner needs the simulated "
                                                "showers' condition 'energy' (EeV)")
             k = self.nets["calibration"].factor(torch.as_tensor(np.asarray(conditions["energy"], np.float32),
-                                                                device=out.device))
-            out = out * k.reshape(-1, *([1] * (out.dim() - 1)))
-        return out.cpu().numpy()
+                                                                device=self.device))
+        return self._refine_net(to_net(torch.as_tensor(np.asarray(showers, np.float32))), k).cpu().numpy()

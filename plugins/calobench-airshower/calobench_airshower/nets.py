@@ -121,14 +121,22 @@ class Refiner(nn.Module):
     ``skip`` (not in the table): output = input + the network's output, with the last
     convolution starting at zero, so an untrained refiner is the identity. ``bound`` (log units,
     optional, needs ``skip``) caps that residual at +-bound with a tanh: 0.2 is a factor 10 in
-    signal. Without ``skip`` the output is the network's, clipped at 0 (signals are >= 0)."""
+    signal. Without ``skip`` the output is the network's, clipped at 0 (signals are >= 0).
 
-    def __init__(self, width: float = 1.0, blocks: int = 3, bound: float | None = None, skip: bool = True):
+    ``gain`` (needs ``skip`` and ``bound``): the residual r is a gain on the signal instead,
+    S_out = S x 10^(SCALE r), so every bin of a trace can be scaled by the same factor. Added to
+    u = log10(1 + S) / SCALE, a negative r shifts small bins below zero first: a halving of the
+    signal (r = -0.06) zeroes every bin under 1 VEM."""
+
+    def __init__(self, width: float = 1.0, blocks: int = 3, bound: float | None = None, skip: bool = True,
+                 gain: bool = False):
         super().__init__()
         if bound and not skip:
             raise ValueError("Refiner: bound caps the residual, it needs skip=True")
+        if gain and not bound:
+            raise ValueError("Refiner: a gain residual needs skip=True and a bound")
         c = max(8, int(64 * width))
-        self.bound, self.skip = bound, skip
+        self.bound, self.skip, self.gain = bound, skip, gain
         self.net = nn.Sequential(nn.Conv1d(1, c, 7, padding=3), nn.ReLU(), nn.Conv1d(c, c, 7, padding=3), nn.ReLU(),
                                  *[ResidualBlock(c) for _ in range(blocks)], nn.Conv1d(c, 1, 1))
         if skip:
@@ -142,8 +150,16 @@ class Refiner(nn.Module):
         if self.skip:
             if self.bound:
                 out = self.bound * torch.tanh(out / self.bound)
-            out = flat + out
+            out = to_net(from_net(flat) * 10 ** (SCALE * out)) if self.gain else flat + out
         return out.clamp_min(0).reshape(B, X, Y, T)
+
+
+def readout(s: torch.Tensor, zero_suppression: float, saturation: float, trigger: float) -> torch.Tensor:
+    """A surface array's readout of signals ``s`` [..., T] (VEM per bin): bins under
+    ``zero_suppression`` read 0, bins saturate at ``saturation``, and a station whose integral is
+    under ``trigger`` is not read out (all 0). Differentiable where a bin survives."""
+    s = torch.where(s < zero_suppression, torch.zeros_like(s), s).clamp_max(saturation)
+    return s * (s.sum(-1, keepdim=True) >= trigger)
 
 
 class TraceAixNet(nn.Module):

@@ -158,6 +158,43 @@ def test_refiner_starts_as_identity_and_bound_caps_the_residual():
     assert float((out - u).max()) <= 0.2 + 1e-6 and float((out - u).min()) > 0.19
 
 
+def test_refiner_gain_residual_scales_every_bin_alike():
+    """residual=gain multiplies the signal by 10^(5 r); the log residual adds r to log10(1 + S) / 5, so a
+    halving (r = -log10(2) / 5) zeroes every bin under 1 VEM and leaves a 999 VEM bin at 499."""
+    s = torch.tensor([0.5, 0.9, 3.0, 999.0]).repeat(1, 9, 9, 20)
+    u = to_net(s)
+    r = -np.log10(2) / 5
+    gain, log = Refiner(0.125, bound=0.2, gain=True), Refiner(0.125, bound=0.2)
+    torch.testing.assert_close(gain(u), u, rtol=1e-5, atol=1e-6)  # an untrained refiner is the identity
+    for net in (gain, log):  # the same residual r everywhere: tanh(x / 0.2) x 0.2 = r
+        torch.nn.init.constant_(net.net[-1].bias, 0.2 * float(np.arctanh(r / 0.2)))
+    with torch.no_grad():
+        torch.testing.assert_close(from_net(gain(u)), s / 2, rtol=1e-4, atol=1e-4)
+        halved_log = from_net(log(u))[0, 0, 0, :4]
+    torch.testing.assert_close(halved_log, torch.tensor([0.0, 0.0, 1.0, 499.0]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="bound"):
+        Refiner(0.125, gain=True)
+    with pytest.raises(ValueError, match="residual=gain needs"):
+        calobench.get_model("airshower_refiner").Options(skip=True, residual="gain")
+
+
+def test_readout_of_refined_traces_is_the_arrays():
+    """Zero suppression under 0.15 VEM, saturation at 200 VEM, no station under the 3 VEM trigger."""
+    from calobench_airshower.nets import readout
+    from calobench_airshower.simulator import SATURATION_VEM, TRIGGER_VEM, ZERO_SUPPRESSION_VEM
+
+    s = torch.zeros(1, 9, 9, 80)
+    s[0, 0, 0, :4] = torch.tensor([0.1, 0.2, 300.0, 1.0])  # -> 0, 0.2, 200, 1: read out
+    s[0, 0, 1, :3] = torch.tensor([1.0, 1.0, 0.9])  # 2.9 VEM: under the trigger
+    s[0, 0, 2, :3] = torch.tensor([1.0, 1.0, 1.0])  # 3 VEM: triggers
+    s[0, 0, 3, :31] = 0.1  # 3.1 VEM, all of it under the zero suppression: nothing left
+    out = readout(s, ZERO_SUPPRESSION_VEM, SATURATION_VEM, TRIGGER_VEM)
+    torch.testing.assert_close(out[0, 0, 0, :4], torch.tensor([0.0, 0.2, 200.0, 1.0]), rtol=1e-4, atol=1e-4)
+    assert float(out[0, 0, 1].sum()) == 0 and float(out[0, 0, 3].sum()) == 0
+    torch.testing.assert_close(out[0, 0, 2, :3], torch.ones(3), rtol=1e-4, atol=1e-4)
+    assert float(out[0, 1:].abs().sum()) == 0
+
+
 @pytest.mark.parametrize("critic_energy", [False, True])
 def test_refiner_learning_rates_decay_linearly_over_its_steps(critic_energy):  # balance with critic_energy
     """critic_lr trains the critic apart from the refiner; lr_decay sets both to base x (1 - step/steps);
@@ -300,6 +337,27 @@ def test_refine_towards_another_target(tmp_path):
                        "--target is for refine models")]:
         r = run(*args)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(EXE is None, reason="calobench console script not installed")
+def test_refiner_with_gain_and_readout_refines_as_the_array_reads_out(tmp_path):
+    (tmp_path / "small.yaml").write_text(SMALL)
+    env = {**os.environ, "CALOBENCH_CACHE": str(tmp_path / "cache"), "CALOBENCH_DATASETS": str(tmp_path / "small.yaml")}
+    r = subprocess.run([EXE, "run", "--model", "airshower_refiner", "--dataset", "airshower_sim", "--preset", "smoke",
+                        "--quiet", "--no-plots", "--no-timing", "--metrics", "wasserstein", "--set", "residual=gain",
+                        "--set", "readout=true"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    folder, = (tmp_path / "runs").glob("airshower_sim__airshower_refiner__smoke-*__seed0")
+    assert json.loads((folder / "record.json").read_text())["config"]["residual"] == "gain"
+    refined = calobench.load_run(folder, weights=False).samples().array().reshape(-1, 80).astype(np.float64)
+    integral = refined.sum(1)
+    assert (integral > 0).sum() > 50  # stations survive
+    assert integral[integral > 0].min() >= 3.0 - 1e-3 and refined[refined > 0].min() >= 0.15 - 1e-4
+    assert refined.max() <= 200.0 + 1e-2
+    r = subprocess.run([EXE, "run", "--model", "airshower_refiner", "--dataset", "airshower_sim", "--preset", "smoke",
+                        "--quiet", "--set", "residual=gain", "--set", "bound=null"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "residual=gain needs" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_paper_checks_on_hand_made_predictions():
