@@ -63,6 +63,12 @@ class ThreeDGANOptions(calobench.Options):
     # the generator draws the shower along the beam axis and a fixed shear tilts it by theta: layer z moved
     # along y by cot(theta) x (b + k (z - z_c)) cells, k and b measured on the training showers (Tilt)
     tilt: bool = False
+    # after training, before calibrate_response: every non-zero generated cell moved by delta(E_p) on the network's
+    # scale ((50 E)^power), delta interpolated in log E_p between hit_bins quantile bins of the validation energies,
+    # each found so that the mean number of hits above 0.2 MeV of showers generated for that bin's validation labels
+    # matches the validation showers' (HitCalibration)
+    calibrate_hits: bool = False
+    hit_bins: PositiveInt = 5
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -124,6 +130,54 @@ class SamplingCalibration(torch.nn.Module):
         return np.where(ok, np.clip(real / np.where(ok, gen, 1.0), 0.1, 10.0), 1.0)
 
 
+class HitCalibration(torch.nn.Module):
+    """An offset delta(E_p) on the non-zero generated cells in the network's scale u = (50 E / GeV)^power:
+    u' = max(u + delta, 0) where u > 0. The small cells cross the 0.2 MeV hit threshold (delta > 0) or
+    fall under it (delta < 0); a core cell of u ~ 30 moves by a fraction of a per cent. delta is set at
+    ``bins`` energies (log E_p interpolation, constant beyond them). Buffers only: it travels with the
+    weights; until ``set`` it is 0."""
+
+    def __init__(self, bins: int = 5):
+        super().__init__()
+        self.register_buffer("log_energy", torch.zeros(bins, dtype=torch.float64))
+        self.register_buffer("delta", torch.zeros(bins, dtype=torch.float64))
+        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+
+    @staticmethod
+    def find_delta(u: torch.Tensor, u_hit: float, target: float, iters: int = 40) -> float:
+        """The smallest offset in [-u_hit, u_hit] (to bisection precision) at which showers ``u`` [N, ...]
+        (network scale) have at least ``target`` mean hits (non-zero cells with u + delta > u_hit): the
+        count is monotone in delta."""
+        pos = u[u > 0]
+        n = len(u)
+
+        def hits(d):
+            return float((pos > u_hit - d).sum()) / n
+
+        lo, hi = -u_hit, u_hit
+        if hits(hi) <= target:
+            return hi
+        if hits(lo) >= target:
+            return lo
+        for _ in range(iters):  # hits(lo) < target <= hits(hi)
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if hits(mid) < target else (lo, mid)
+        return hi
+
+    def set(self, energies, deltas) -> None:
+        self.log_energy.copy_(torch.log(torch.as_tensor(energies, dtype=torch.float64)))
+        self.delta.copy_(torch.as_tensor(deltas, dtype=torch.float64))
+        self.active.fill_(True)
+
+    def forward(self, u: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        if not bool(self.active):
+            return u
+        d = np.interp(np.log(energy.detach().double().cpu().numpy()), self.log_energy.cpu().numpy(),
+                      self.delta.cpu().numpy())
+        d = torch.as_tensor(d, dtype=u.dtype, device=u.device).reshape(-1, *([1] * (u.dim() - 1)))
+        return torch.where(u > 0, torch.clamp(u + d, min=0), u)
+
+
 class Tilt(torch.nn.Module):
     """A shower's inclination as a fixed, differentiable shear: layer z of an image [N, X, Y, Z] is moved
     along y by cot(theta) x (b + k (z - (Z - 1) / 2)) cells (linear interpolation, zeros shifted in).
@@ -182,7 +236,8 @@ class ThreeDGAN(calobench.Model):
     inference_nets = ("generator",)
     presets = {
         "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
-                  "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200, "calibrate_response": True},
+                  "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200, "calibrate_response": True,
+                  "calibrate_hits": True, "hit_bins": 2},
         # CPU, <= 45 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
         # 99.5 % of the energy on simulator v2), half the channels, batch 8, 1 200 steps; selection every
         # 100 steps; the sampling fraction calibrated in (E_p, theta) on validation showers afterwards; the
@@ -219,6 +274,8 @@ class ThreeDGAN(calobench.Model):
             self.nets["calibration"] = SamplingCalibration()
         if config["tilt"]:
             self.nets["tilt"] = Tilt()
+        if config["calibrate_hits"]:
+            self.nets["hits"] = HitCalibration(config["hit_bins"])
         for net in self.nets.values():
             net.to(device)
         self.optimizers = {n: torch.optim.RMSprop(self.nets[n].parameters(), lr=config["lr"])
@@ -360,6 +417,8 @@ class ThreeDGAN(calobench.Model):
                     best.update(self._sf_error(sel), g_step)
             done += n_steps
         best.restore()
+        if c["calibrate_hits"] and validation is not None:
+            trainer.once("calibrate_hits", lambda g: self.calibrate_hits(validation, g))
         if c["calibrate_response"] and validation is not None:
             trainer.once("calibrate", lambda g: self.calibrate(validation, g))
 
@@ -383,6 +442,45 @@ class ThreeDGAN(calobench.Model):
         after = _sf_error(energy, sf_real, e_gen, sf_gen * cal.factor(e_gen, th_gen))
         return {"sf_error_before": before, "sf_error_after": after}
 
+    @torch.no_grad()
+    def calibrate_hits(self, validation, generator: torch.Generator | None = None) -> dict:
+        """Set the ``hits`` net on validation showers (the test split is never seen): per quantile bin of
+        their energies, the offset at which one shower generated per validation label has their mean
+        number of hits above 0.2 MeV. Returns the offsets and the hits before and after, per bin."""
+        from .checks import HIT_THRESHOLD_GEV
+
+        if "hits" not in self.nets:
+            raise calobench.CalobenchError("3dgan: calibrate_hits() needs --set calibrate_hits=true")
+        cal = self.nets["hits"]
+        cal.active.fill_(False)
+        energy = np.asarray(validation.conditions["energy"], np.float64)
+        theta = np.asarray(validation.conditions["theta"], np.float64)
+        real_hits = np.concatenate([(b.array() > HIT_THRESHOLD_GEV).sum((1, 2, 3)) for b in validation.chunks(256)])
+        self.nets["generator"].eval()
+        u = []
+        for i in range(0, len(energy), self.config["sample_batch"]):
+            e = torch.as_tensor(energy[i:i + self.config["sample_batch"]], dtype=torch.float32, device=self.device)
+            t = torch.as_tensor(theta[i:i + self.config["sample_batch"]], dtype=torch.float32, device=self.device)
+            u.append(self.generate_net(e, t, generator).cpu())
+        u = torch.cat(u).double()
+        u_hit = float(self.to_net(torch.tensor(HIT_THRESHOLD_GEV, dtype=torch.float64)))
+        bins = cal.delta.numel()
+        edges = np.quantile(energy, np.linspace(0, 1, bins + 1))
+        which = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, bins - 1)
+        knots, deltas, out = [], [], {}
+        for k in range(bins):
+            m = which == k
+            if not m.any():
+                raise calobench.CalobenchError("3dgan: an empty energy bin in the hit calibration (too few validation showers)")
+            target = float(real_hits[m].mean())
+            d = HitCalibration.find_delta(u[torch.as_tensor(m)], u_hit, target)
+            knots.append(float(np.exp(np.log(energy[m]).mean()))), deltas.append(d)
+            before = float((u[torch.as_tensor(m)] > u_hit).sum()) / m.sum()
+            out.update({f"hits_real_{knots[-1]:.0f}GeV": target, f"hits_before_{knots[-1]:.0f}GeV": before,
+                        f"delta_{knots[-1]:.0f}GeV": d})
+        cal.set(knots, deltas)
+        return out
+
     # -- generation ------------------------------------------------------------
     @torch.no_grad()
     def _generate(self, energy, theta, generator: torch.Generator | None = None, calibrated: bool = True):
@@ -394,7 +492,10 @@ class ThreeDGAN(calobench.Model):
         for i in range(0, len(e_all), self.config["sample_batch"]):
             e = e_all[i:i + self.config["sample_batch"]].to(self.device)
             th = th_all[i:i + self.config["sample_batch"]].to(self.device)
-            x = self.uncrop(self.from_net(self.generate_net(e, th, generator)))
+            u = self.generate_net(e, th, generator)
+            if "hits" in self.nets:
+                u = self.nets["hits"](u, e)
+            x = self.uncrop(self.from_net(u))
             if cal is not None and bool(cal.active):
                 k = cal.factor(e.double().cpu().numpy(), th.double().cpu().numpy())
                 x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)

@@ -229,7 +229,7 @@ def test_smoke_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     run, = (tmp_path / "runs").glob("lcd__3dgan__smoke-*__seed0")
     rec = json.loads((run / "record.json").read_text())
-    assert rec["metrics"]["mre"]["status"] == "ok" and rec["train"]["phases"] == {"train": 2, "calibrate": 1}
+    assert rec["metrics"]["mre"]["status"] == "ok" and rec["train"]["phases"] == {"train": 2, "calibrate_hits": 1, "calibrate": 1}
     for png in ("lcd_sampling_fraction.png", "lcd_shower_shapes.png", "lcd_cell_spectrum_sparsity.png",
                 "lcd_measured_angle.png", "lcd_correlations.png", "lcd_projections.png"):
         assert (run / "plots" / png).exists()
@@ -349,3 +349,55 @@ def test_3dgan_tilt_is_measured_in_fit_and_saved_with_the_weights():
     m2.load_state_dict(m.state_dict())
     assert float(m2.nets["tilt"].k) == k
     assert m2.sample({"energy": np.array([50.0]), "theta": np.array([1.2])}).shape == (1, 51, 51, 25)
+
+
+def test_hit_offset_by_hand():
+    """find_delta: five showers with non-zero cells at u = 0.05, 0.1, ..., 0.5 (network scale) and a hit
+    threshold 0.3: at delta 0 each has 4 hits (0.35 .. 0.5); 6 hits needs 0.3 and 0.25 to cross, a delta
+    just over 0.05; 2 hits, 0.4 and 0.35 to fall under, a delta just over -0.15. The net moves only the
+    non-zero cells, never below 0."""
+    from calobench_lcd.model import HitCalibration
+
+    u = torch.zeros(5, 4, 4, 4, dtype=torch.float64)
+    u.view(5, -1)[:, :10] = torch.arange(1, 11, dtype=torch.float64) * 0.05
+    def hits(d):
+        return float(((u > 0) & (u + d > 0.3)).sum()) / len(u)
+
+    for target, expected in ((6.0, 0.05), (2.0, -0.15)):
+        d = HitCalibration.find_delta(u, 0.3, target)
+        assert abs(d - expected) < 1e-9 and hits(d) == target and hits(d - 1e-6) < target
+    assert HitCalibration.find_delta(u, 0.3, 5.5) == HitCalibration.find_delta(u, 0.3, 6.0)  # a mean target
+    assert HitCalibration.find_delta(u, 0.3, 50.0) == 0.3  # more than the non-zero cells: the cap
+    h = HitCalibration(2)
+    energy = torch.tensor([10.0, 100.0, 1000.0])
+    torch.testing.assert_close(h(u[:3], energy), u[:3])  # not set: the identity
+    h.set([10.0, 100.0], [0.1, -0.1])
+    out = h(u[:3], energy)
+    assert float(out[0].view(-1)[0]) == pytest.approx(0.15) and float(out[0].view(-1)[-1]) == 0  # zero stays zero
+    assert float(out[1].view(-1)[1]) == pytest.approx(0.0) and float(out[1].view(-1)[9]) == pytest.approx(0.4)
+    assert float(out[2].view(-1)[0]) == 0  # beyond the last knot: its delta, clamped at 0
+
+
+def test_3dgan_calibrate_hits_matches_the_validation_hits_and_travels_with_the_weights():
+    """A stand-in generator that returns each validation label's own shower at 0.4 of its energy (so it
+    lacks the 0.2-0.5 MeV hits): the calibration finds a positive offset per energy bin, and sample()
+    then has the validation hit count within a few per cent; the offsets are saved with the weights."""
+    from calobench_lcd.checks import HIT_THRESHOLD_GEV
+
+    info = calobench.DatasetInfo("lcd", SIM.geometry(), SIM.condition_ranges())
+    cfg = ThreeDGAN.config_for("smoke", {"calibrate_hits": True, "hit_bins": 2, "calibrate_response": False})
+    m = ThreeDGAN(info, cfg, torch.device("cpu"))
+    val = SIM.simulate(64, np.random.default_rng(5))
+    faint = m.to_net(torch.as_tensor(m.crop(val.array() * 0.4)))
+    energy = val.conditions["energy"]
+    m.generate_net = lambda e, th, generator=None: faint[[int(np.argmin(np.abs(energy - v))) for v in e.tolist()]]
+    found = m.calibrate_hits(val, torch.Generator().manual_seed(0))
+    deltas = [v for k, v in found.items() if k.startswith("delta_")]
+    assert len(deltas) == 2 and all(d > 0 for d in deltas)
+    real = (val.array() > HIT_THRESHOLD_GEV).sum((1, 2, 3)).astype(float)
+    before = (m.from_net(faint) > HIT_THRESHOLD_GEV).sum((1, 2, 3)).double().mean().item()
+    after = (m.sample(val.conditions) > HIT_THRESHOLD_GEV).sum((1, 2, 3)).mean()
+    assert before < 0.9 * real.mean() and abs(after / real.mean() - 1) < 0.05
+    m2 = ThreeDGAN(info, cfg, torch.device("cpu"))
+    m2.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m2.nets["hits"].delta, m.nets["hits"].delta)
