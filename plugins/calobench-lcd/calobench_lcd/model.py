@@ -422,17 +422,21 @@ class ThreeDGAN(calobench.Model):
         if c["calibrate_response"] and validation is not None:
             trainer.once("calibrate", lambda g: self.calibrate(validation, g))
 
+    def _start_calibration(self, net: str, method: str, option: str, validation) -> tuple:
+        """The calibration ``net``, switched off so that what is measured next is uncalibrated, and the
+        validation labels (E_p, theta) as float64 arrays."""
+        if net not in self.nets:
+            raise calobench.CalobenchError(f"3dgan: {method}() needs --set {option}=true")
+        self.nets[net].active.fill_(False)
+        return (self.nets[net], np.asarray(validation.conditions["energy"], np.float64),
+                np.asarray(validation.conditions["theta"], np.float64))
+
     @torch.no_grad()
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
         """Fit the ``calibration`` net on validation showers (the test split is never seen): their sampling
         fractions against those of ``calibrate_draws`` generated showers per validation label. Returns the
         mean absolute sampling-fraction error over 10 E_p bins before and after."""
-        if "calibration" not in self.nets:
-            raise calobench.CalobenchError("3dgan: calibrate() needs --set calibrate_response=true")
-        cal = self.nets["calibration"]
-        cal.active.fill_(False)
-        energy = np.asarray(validation.conditions["energy"], np.float64)
-        theta = np.asarray(validation.conditions["theta"], np.float64)
+        cal, energy, theta = self._start_calibration("calibration", "calibrate", "calibrate_response", validation)
         sf_real = np.concatenate([b.array().astype(np.float64).sum((1, 2, 3)) for b in validation.chunks(256)]) / energy
         n = self.config["calibrate_draws"]
         e_gen, th_gen = np.tile(energy, n), np.tile(theta, n)
@@ -449,12 +453,7 @@ class ThreeDGAN(calobench.Model):
         number of hits above 0.2 MeV. Returns the offsets and the hits before and after, per bin."""
         from .checks import HIT_THRESHOLD_GEV
 
-        if "hits" not in self.nets:
-            raise calobench.CalobenchError("3dgan: calibrate_hits() needs --set calibrate_hits=true")
-        cal = self.nets["hits"]
-        cal.active.fill_(False)
-        energy = np.asarray(validation.conditions["energy"], np.float64)
-        theta = np.asarray(validation.conditions["theta"], np.float64)
+        cal, energy, theta = self._start_calibration("hits", "calibrate_hits", "calibrate_hits", validation)
         real_hits = np.concatenate([(b.array() > HIT_THRESHOLD_GEV).sum((1, 2, 3)) for b in validation.chunks(256)])
         self.nets["generator"].eval()
         u = []
