@@ -4,7 +4,8 @@ Conditional GAN on 51 x 51 x 25 images with E_p and theta. The discriminator has
 heads: real/fake (BCE), E_p regression (MAPE) and two physics heads computed from the
 image, not learned: the measured angle (MAE) and the total deposited energy (MAPE), with
 the paper's loss weights 3, 0.1, 25, 0.1 in the order (real/fake, E_p, angle, sum).
-Cells enter the networks as (50 x E_cell / GeV)^0.85.
+Cells enter the networks as (50 x E_cell / GeV)^power: the paper's 0.85 in ``paper``, 0.5 in ``default``
+(README: measured), where the shower is also drawn along the beam axis and tilted by theta (``Tilt``).
 """
 from __future__ import annotations
 
