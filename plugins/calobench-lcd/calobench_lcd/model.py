@@ -242,10 +242,11 @@ class ThreeDGAN(calobench.Model):
         # CPU, <= 45 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
         # 99.5 % of the energy on simulator v2), half the channels, batch 8, 1 200 steps; selection every
         # 100 steps; the sampling fraction calibrated in (E_p, theta) on validation showers afterwards; the
-        # shower drawn along the beam axis and tilted by theta (Tilt); cells fed as (50 E)^0.5 (README: measured)
+        # shower drawn along the beam axis and tilted by theta (Tilt); cells fed as (50 E)^0.5; the hits above
+        # 0.2 MeV calibrated on validation showers before the sampling fraction (HitCalibration) (README: measured)
         "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 1200, "n_train": 10000, "n_select": 256,
                     "select_every": 100, "timing_batches": [1, 100], "calibrate_response": True,
-                    "tilt": True, "power": 0.5},
+                    "tilt": True, "power": 0.5, "calibrate_hits": True},
         # the paper: full images, batch 64; 130 epochs on 100-200 GeV first, then 30 on 2-500 GeV starting
         # from those weights; the epoch whose generator has the lowest sampling-fraction error on the hold-out is kept
         "paper": {"crop": None, "width": 1.0, "batch": 64, "stages": [{"energy": [100.0, 200.0], "epochs": 130},
