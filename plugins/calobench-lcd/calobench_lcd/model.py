@@ -70,25 +70,48 @@ class ThreeDGANOptions(calobench.Options):
     # matches the validation showers' (HitCalibration)
     calibrate_hits: bool = False
     hit_bins: PositiveInt = 5
+    # with calibrate_response: each generated shower's total energy also moved to the real showers' quantile at
+    # its E_p (SpreadCalibration, spread_bins quantile bins of the validation energies): the generator's per-shower
+    # sampling-fraction spread is several times real's
+    calibrate_spread: bool = False
+    spread_bins: PositiveInt = 5
 
     @pydantic.model_validator(mode="after")
     def _check(self):
         if (self.steps is None) == (self.stages is None):
             raise ValueError("give exactly one of steps or stages (to train a fixed number of steps instead of "
                              "the preset's stages: --set stages=null --set steps=N)")
+        if self.calibrate_spread and not self.calibrate_response:
+            raise ValueError("calibrate_spread maps the totals around the response calibration's mean: it needs "
+                             "calibrate_response=true")
         if self.crop is not None and (self.crop < 9 or self.crop > 51 or self.crop % 2 == 0):
             raise ValueError(f"crop must be an odd number of cells in [9, 51] or null, got {self.crop}")
         return self
 
 
-def _sf_error(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
-    """Mean over ``bins`` E_p bins (quantiles of the real energies) of |<sf_gen> / <sf_real> - 1|."""
+def _per_bin(stat, e_real, v_real, e_gen, v_gen, bins: int = 10, mean=np.mean) -> float:
+    """Mean over ``bins`` E_p bins (quantiles of the real energies) of stat(generated values, real values)."""
     edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
     br = np.clip(np.searchsorted(edges, e_real, side="right") - 1, 0, bins - 1)
     bg = np.clip(np.searchsorted(edges, e_gen, side="right") - 1, 0, bins - 1)
-    err = [abs(sf_gen[bg == k].mean() / sf_real[br == k].mean() - 1) for k in range(bins)
-           if (br == k).any() and (bg == k).any()]
-    return float(np.mean(err))
+    return float(mean([stat(v_gen[bg == k], v_real[br == k]) for k in range(bins)
+                       if (br == k).any() and (bg == k).any()]))
+
+
+def _sf_error(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
+    """Mean over ``bins`` E_p bins of |<sf_gen> / <sf_real> - 1|."""
+    return _per_bin(lambda g, r: abs(g.mean() / r.mean() - 1), e_real, sf_real, e_gen, sf_gen, bins)
+
+
+def _spread_ratio(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
+    """Mean over ``bins`` E_p bins of std(sf_gen) / std(sf_real) (bins whose real values all agree left out;
+    none left: nan, reported as such)."""
+    def mean(values):
+        finite = [v for v in values if np.isfinite(v)]
+        return np.mean(finite) if finite else np.nan
+
+    return _per_bin(lambda g, r: g.std() / r.std() if r.std() > 0 else np.nan, e_real, sf_real, e_gen, sf_gen,
+                    bins, mean)
 
 
 class SamplingCalibration(torch.nn.Module):
@@ -129,6 +152,65 @@ class SamplingCalibration(torch.nn.Module):
         real, gen = f @ self.coef_real.cpu().numpy(), f @ self.coef_generated.cpu().numpy()
         ok = gen > 0  # where the generated fit is not positive, leave the showers as they are
         return np.where(ok, np.clip(real / np.where(ok, gen, 1.0), 0.1, 10.0), 1.0)
+
+    def real_mean(self, energy, theta) -> np.ndarray:
+        """The real sampling fraction's fitted mean at these labels."""
+        return self.features(energy, theta) @ self.coef_real.cpu().numpy()
+
+
+class SpreadCalibration(torch.nn.Module):
+    """Each generated shower's total energy moved to the same quantile of the real showers' at its E_p:
+    r = (sampling fraction after the ``SamplingCalibration`` factor) / (the real mean fit at its labels) is
+    mapped through the generated ratios' quantiles onto the real ones', in ``bins`` quantile bins of the
+    validation energies (the maps of the two nearest bins interpolated in log E_p, the end bins' beyond),
+    and the shower is scaled by r' / r. The shape of every shower stays the generator's; its total follows
+    the real spread. Buffers only: it travels with the weights; until ``set`` the factor is 1."""
+
+    LEVELS = 41  # quantile levels 0, 2.5 %, ..., 100 %
+
+    def __init__(self, bins: int = 5):
+        super().__init__()
+        self.register_buffer("log_energy", torch.zeros(bins, dtype=torch.float64))
+        self.register_buffer("q_real", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
+        self.register_buffer("q_generated", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
+        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+
+    def set(self, real: tuple, generated: tuple) -> None:
+        """``real``, ``generated``: (E_p, ratio to the real mean) arrays of each sample."""
+        (e_real, r_real), (e_gen, r_gen) = real, generated
+        bins = self.log_energy.numel()
+        edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
+        levels = np.linspace(0, 1, self.LEVELS)
+        for k in range(bins):
+            mr = (e_real >= edges[k]) & (e_real <= edges[k + 1])
+            mg = (e_gen >= edges[k]) & (e_gen <= edges[k + 1])
+            if not mr.any() or not mg.any():
+                raise calobench.CalobenchError("3dgan: an empty energy bin in the spread calibration (too few "
+                                               "validation showers)")
+            self.log_energy[k] = float(np.log(e_real[mr]).mean())
+            self.q_real[k] = torch.as_tensor(np.quantile(r_real[mr], levels))
+            self.q_generated[k] = torch.as_tensor(np.quantile(r_gen[mg], levels))
+        self.active.fill_(True)
+
+    def mapped(self, energy, ratio) -> np.ndarray:
+        """The real-quantile ratio r' of generated showers with these E_p and ratios r."""
+        ratio = np.asarray(ratio, np.float64)
+        if not bool(self.active):
+            return ratio
+        levels = np.linspace(0, 1, self.LEVELS)
+        tie = levels * 1e-12  # quantiles may tie; np.interp needs increasing abscissae
+        knots = self.log_energy.cpu().numpy()
+        qr, qg = self.q_real.cpu().numpy(), self.q_generated.cpu().numpy()
+        per_bin = np.stack([np.interp(np.interp(ratio, qg[k] + tie, levels), levels, qr[k])
+                            for k in range(len(knots))])  # [bins, N]
+        log_e = np.log(np.asarray(energy, np.float64))
+        weights = np.stack([np.interp(log_e, knots, np.eye(len(knots))[k]) for k in range(len(knots))])
+        return (weights * per_bin).sum(0)
+
+    def factor(self, energy, ratio) -> np.ndarray:
+        ratio = np.asarray(ratio, np.float64)
+        ok = ratio > 0  # an empty shower stays empty
+        return np.where(ok, self.mapped(energy, ratio) / np.where(ok, ratio, 1.0), 1.0)
 
 
 class HitCalibration(torch.nn.Module):
@@ -238,15 +320,16 @@ class ThreeDGAN(calobench.Model):
     presets = {
         "smoke": {"crop": 25, "width": 0.5, "batch": 4, "steps": 2, "n_train": 64, "n_select": 8, "select_every": 2,
                   "timing_batches": [1, 8], "sample_batch": 16, "n_eval": 200, "calibrate_response": True,
-                  "calibrate_hits": True, "hit_bins": 2},
+                  "calibrate_hits": True, "hit_bins": 2, "calibrate_spread": True, "spread_bins": 2},
         # CPU, <= 45 min of training: the central 25 x 25 x 25 cells (the first 3DGAN's image size,
         # 99.5 % of the energy on simulator v2), half the channels, batch 8, 1 200 steps; selection every
         # 100 steps; the sampling fraction calibrated in (E_p, theta) on validation showers afterwards; the
         # shower drawn along the beam axis and tilted by theta (Tilt); cells fed as (50 E)^0.5; the hits above
-        # 0.2 MeV calibrated on validation showers before the sampling fraction (HitCalibration) (README: measured)
+        # 0.2 MeV calibrated on validation showers before the sampling fraction (HitCalibration), each shower's
+        # total moved to the real quantile at its E_p (SpreadCalibration) (README: measured)
         "default": {"crop": 25, "width": 0.5, "batch": 8, "steps": 1200, "n_train": 10000, "n_select": 256,
                     "select_every": 100, "timing_batches": [1, 100], "calibrate_response": True,
-                    "tilt": True, "power": 0.5, "calibrate_hits": True},
+                    "tilt": True, "power": 0.5, "calibrate_hits": True, "calibrate_spread": True},
         # the paper: full images, batch 64; 130 epochs on 100-200 GeV first, then 30 on 2-500 GeV starting
         # from those weights; the epoch whose generator has the lowest sampling-fraction error on the hold-out is kept
         "paper": {"crop": None, "width": 1.0, "batch": 64, "stages": [{"energy": [100.0, 200.0], "epochs": 130},
@@ -278,6 +361,8 @@ class ThreeDGAN(calobench.Model):
             self.nets["tilt"] = Tilt()
         if config["calibrate_hits"]:
             self.nets["hits"] = HitCalibration(config["hit_bins"])
+        if config["calibrate_spread"]:
+            self.nets["spread"] = SpreadCalibration(config["spread_bins"])
         for net in self.nets.values():
             net.to(device)
         self.optimizers = {n: torch.optim.RMSprop(self.nets[n].parameters(), lr=config["lr"])
@@ -436,17 +521,33 @@ class ThreeDGAN(calobench.Model):
     @torch.no_grad()
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
         """Fit the ``calibration`` net on validation showers (the test split is never seen): their sampling
-        fractions against those of ``calibrate_draws`` generated showers per validation label. Returns the
-        mean absolute sampling-fraction error over 10 E_p bins before and after."""
+        fractions against those of ``calibrate_draws`` generated showers per validation label; then, with
+        ``calibrate_spread``, the ``spread`` net on the same showers. Returns the mean absolute sampling-fraction
+        error over 10 E_p bins before and after (and the mean ratio of the generated to the real spread of the
+        sampling fraction before and after the spread map)."""
         cal, energy, theta = self._start_calibration("calibration", "calibrate", "calibrate_response", validation)
         sf_real = np.concatenate([b.array().astype(np.float64).sum((1, 2, 3)) for b in validation.chunks(256)]) / energy
         n = self.config["calibrate_draws"]
         e_gen, th_gen = np.tile(energy, n), np.tile(theta, n)
         sf_gen = self._sums(e_gen, th_gen, generator) / e_gen
-        before = _sf_error(energy, sf_real, e_gen, sf_gen)
+        out = {"sf_error_before": _sf_error(energy, sf_real, e_gen, sf_gen)}
         cal.set((energy, theta, sf_real), (e_gen, th_gen, sf_gen))
-        after = _sf_error(energy, sf_real, e_gen, sf_gen * cal.factor(e_gen, th_gen))
-        return {"sf_error_before": before, "sf_error_after": after}
+        sf_gen = sf_gen * cal.factor(e_gen, th_gen)
+        if "spread" in self.nets:
+            spread = self.nets["spread"]
+            spread.active.fill_(False)
+            mean_real, mean_gen = self._real_mean(energy, theta), self._real_mean(e_gen, th_gen)
+            before = _spread_ratio(energy, sf_real, e_gen, sf_gen)
+            spread.set((energy, sf_real / mean_real), (e_gen, sf_gen / mean_gen))
+            sf_gen = spread.mapped(e_gen, sf_gen / mean_gen) * mean_gen
+            after = _spread_ratio(energy, sf_real, e_gen, sf_gen)
+            if np.isfinite(before) and np.isfinite(after):  # too few validation showers to measure a spread: not
+                out.update(spread_before=before, spread_after=after)  # reported (the run's log takes finite values)
+        out["sf_error_after"] = _sf_error(energy, sf_real, e_gen, sf_gen)
+        return out
+
+    def _real_mean(self, energy, theta) -> np.ndarray:
+        return np.clip(self.nets["calibration"].real_mean(energy, theta), 1e-9, None)
 
     @torch.no_grad()
     def calibrate_hits(self, validation, generator: torch.Generator | None = None) -> dict:
@@ -490,6 +591,7 @@ class ThreeDGAN(calobench.Model):
         e_all = torch.as_tensor(np.asarray(energy, np.float32))
         th_all = torch.as_tensor(np.asarray(theta, np.float32))
         cal = self.nets.get("calibration") if calibrated else None
+        spread = self.nets.get("spread") if calibrated else None
         for i in range(0, len(e_all), self.config["sample_batch"]):
             e = e_all[i:i + self.config["sample_batch"]].to(self.device)
             th = th_all[i:i + self.config["sample_batch"]].to(self.device)
@@ -500,6 +602,13 @@ class ThreeDGAN(calobench.Model):
             if cal is not None and bool(cal.active):
                 k = cal.factor(e.double().cpu().numpy(), th.double().cpu().numpy())
                 x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+                if spread is not None and bool(spread.active):
+                    e_np, th_np = e.double().cpu().numpy(), th.double().cpu().numpy()
+                    read = torch.where(x < self.threshold, torch.zeros_like(x), x) \
+                        if self.config["apply_threshold"] else x
+                    ratio = read.double().sum((1, 2, 3)).cpu().numpy() / e_np / self._real_mean(e_np, th_np)
+                    k = spread.factor(e_np, ratio)
+                    x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
             yield x
 
     def _sums(self, energy, theta, generator=None) -> np.ndarray:
