@@ -89,29 +89,30 @@ class ThreeDGANOptions(calobench.Options):
         return self
 
 
-def _per_bin(stat, e_real, v_real, e_gen, v_gen, bins: int = 10, mean=np.mean) -> float:
-    """Mean over ``bins`` E_p bins (quantiles of the real energies) of stat(generated values, real values)."""
+def _hats(x, knots) -> list:
+    """Hat functions of ``x`` at ``knots`` (1 at its knot, 0 at the neighbours, flat beyond the ends)."""
+    return [np.interp(x, knots, np.eye(len(knots))[k]) for k in range(len(knots))]
+
+
+def _per_bin(stat, e_real, v_real, e_gen, v_gen, bins: int = 10) -> list:
+    """stat(generated values, real values) in each of ``bins`` E_p bins (quantiles of the real energies)."""
     edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
     br = np.clip(np.searchsorted(edges, e_real, side="right") - 1, 0, bins - 1)
     bg = np.clip(np.searchsorted(edges, e_gen, side="right") - 1, 0, bins - 1)
-    return float(mean([stat(v_gen[bg == k], v_real[br == k]) for k in range(bins)
-                       if (br == k).any() and (bg == k).any()]))
+    return [stat(v_gen[bg == k], v_real[br == k]) for k in range(bins) if (br == k).any() and (bg == k).any()]
 
 
 def _sf_error(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
     """Mean over ``bins`` E_p bins of |<sf_gen> / <sf_real> - 1|."""
-    return _per_bin(lambda g, r: abs(g.mean() / r.mean() - 1), e_real, sf_real, e_gen, sf_gen, bins)
+    return float(np.mean(_per_bin(lambda g, r: abs(g.mean() / r.mean() - 1), e_real, sf_real, e_gen, sf_gen, bins)))
 
 
 def _spread_ratio(e_real, sf_real, e_gen, sf_gen, bins: int = 10) -> float:
     """Mean over ``bins`` E_p bins of std(sf_gen) / std(sf_real) (bins whose real values all agree left out;
     none left: nan, reported as such)."""
-    def mean(values):
-        finite = [v for v in values if np.isfinite(v)]
-        return np.mean(finite) if finite else np.nan
-
-    return _per_bin(lambda g, r: g.std() / r.std() if r.std() > 0 else np.nan, e_real, sf_real, e_gen, sf_gen,
-                    bins, mean)
+    ratios = _per_bin(lambda g, r: g.std() / r.std() if r.std() > 0 else np.nan, e_real, sf_real, e_gen, sf_gen, bins)
+    ratios = [v for v in ratios if np.isfinite(v)]
+    return float(np.mean(ratios)) if ratios else np.nan
 
 
 class SamplingCalibration(torch.nn.Module):
@@ -133,8 +134,7 @@ class SamplingCalibration(torch.nn.Module):
     @classmethod
     def features(cls, energy, theta) -> np.ndarray:
         log_e = np.log(np.clip(np.asarray(energy, np.float64), cls.KNOTS_GEV[0], cls.KNOTS_GEV[-1]))
-        knots = np.log(cls.KNOTS_GEV)
-        hats = [np.interp(log_e, knots, np.eye(len(knots))[k]) for k in range(len(knots))]
+        hats = _hats(log_e, np.log(cls.KNOTS_GEV))
         t = np.asarray(theta, np.float64) - math.pi / 2
         return np.stack([*hats, t, t**2, t * log_e], 1)
 
@@ -204,8 +204,7 @@ class SpreadCalibration(torch.nn.Module):
         per_bin = np.stack([np.interp(np.interp(ratio, qg[k] + tie, levels), levels, qr[k])
                             for k in range(len(knots))])  # [bins, N]
         log_e = np.log(np.asarray(energy, np.float64))
-        weights = np.stack([np.interp(log_e, knots, np.eye(len(knots))[k]) for k in range(len(knots))])
-        return (weights * per_bin).sum(0)
+        return (np.stack(_hats(log_e, knots)) * per_bin).sum(0)
 
     def factor(self, energy, ratio) -> np.ndarray:
         ratio = np.asarray(ratio, np.float64)
@@ -600,24 +599,24 @@ class ThreeDGAN(calobench.Model):
                 u = self.nets["hits"](u, e)
             x = self.uncrop(self.from_net(u))
             if cal is not None and bool(cal.active):
-                k = cal.factor(e.double().cpu().numpy(), th.double().cpu().numpy())
+                e_np, th_np = e.double().cpu().numpy(), th.double().cpu().numpy()
+                k = cal.factor(e_np, th_np)
                 x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
                 if spread is not None and bool(spread.active):
-                    e_np, th_np = e.double().cpu().numpy(), th.double().cpu().numpy()
-                    read = torch.where(x < self.threshold, torch.zeros_like(x), x) \
-                        if self.config["apply_threshold"] else x
-                    ratio = read.double().sum((1, 2, 3)).cpu().numpy() / e_np / self._real_mean(e_np, th_np)
+                    ratio = self._readout(x).double().sum((1, 2, 3)).cpu().numpy() / e_np / self._real_mean(e_np, th_np)
                     k = spread.factor(e_np, ratio)
                     x = x * torch.as_tensor(k, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
             yield x
+
+    def _readout(self, x: torch.Tensor) -> torch.Tensor:
+        """Cells under the readout threshold read 0 (with ``apply_threshold``)."""
+        return torch.where(x < self.threshold, torch.zeros_like(x), x) if self.config["apply_threshold"] else x
 
     def _sums(self, energy, theta, generator=None) -> np.ndarray:
         """Total energy of uncalibrated generated showers for these labels (readout threshold applied)."""
         out = []
         for x in self._generate(energy, theta, generator, calibrated=False):
-            if self.config["apply_threshold"]:
-                x = torch.where(x < self.threshold, torch.zeros_like(x), x)
-            out.append(x.double().sum((1, 2, 3)).cpu().numpy())
+            out.append(self._readout(x).double().sum((1, 2, 3)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     @torch.no_grad()
@@ -628,7 +627,5 @@ class ThreeDGAN(calobench.Model):
         self.warn_extrapolation(conditions, LABELS)
         out = []
         for x in self._generate(conditions["energy"], conditions["theta"]):
-            if self.config["apply_threshold"]:
-                x = torch.where(x < self.threshold, torch.zeros_like(x), x)
-            out.append(x.float().cpu().numpy())
+            out.append(self._readout(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, *SHAPE), np.float32)
