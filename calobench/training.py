@@ -1,5 +1,6 @@
-"""Training helpers models and metrics share: the WGAN-GP gradient penalty, an early-stopping
-supervised trainer, and a disk cache for trained networks. Public API (``calobench.training``).
+"""Training helpers models and metrics share: the WGAN-GP gradient penalty, calibrations of a generator's
+output (a factor per condition, a quantile map), an early-stopping supervised trainer, and a disk cache
+for trained networks. Public API (``calobench.training``).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class ReLULeakyGrad(torch.nn.Module):
         return relu_leaky_grad(x, self.slope)
 
 
-# -- supervised training with early stopping --------------------------------------
+# -- calibrations of a generator's output ------------------------------------------
 MAX_KNOTS = 16  # condition values a ResponseCalibration keeps a factor for
 
 
@@ -90,6 +91,65 @@ class ResponseCalibration(torch.nn.Module):
         self.n.fill_(n)
 
 
+def hat_weights(x, knots) -> list:
+    """Hat functions of ``x`` at ``knots`` (increasing): one array per knot, 1 at its knot, 0 at the
+    neighbours, flat beyond the ends; they sum to 1 (linear interpolation between knots)."""
+    return [np.interp(x, knots, np.eye(len(knots))[k]) for k in range(len(knots))]
+
+
+class QuantileCalibration(torch.nn.Module):
+    """A per-shower scalar v of generated showers (a total, a ratio to a mean) moved to the same quantile of
+    the real showers' v at the same condition c (a positive one, the energy): the quantiles of v in ``bins``
+    quantile bins of the real c, on both samples; a generated v is mapped through its bin's generated
+    quantiles onto the real ones, the maps of the two nearest bins interpolated in log c (the end bins' beyond
+    them). Values beyond the generated extremes map onto the real extremes. Found by the model on validation
+    showers and set with ``set``; until then ``mapped`` is the identity. Buffers only: it travels with the
+    weights (a net of the model)."""
+
+    LEVELS = 41  # quantile levels 0, 2.5 %, ..., 100 %
+
+    def __init__(self, bins: int = 5):
+        super().__init__()
+        self.register_buffer("log_energy", torch.zeros(bins, dtype=torch.float64))
+        self.register_buffer("q_real", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
+        self.register_buffer("q_generated", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
+        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+
+    def set(self, real: tuple, generated: tuple) -> None:
+        """``real``, ``generated``: (c, v) arrays of each sample."""
+        from .errors import CalobenchError
+
+        (e_real, v_real), (e_gen, v_gen) = real, generated
+        bins = self.log_energy.numel()
+        edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
+        levels = np.linspace(0, 1, self.LEVELS)
+        for k in range(bins):
+            mr = (e_real >= edges[k]) & (e_real <= edges[k + 1])
+            mg = (e_gen >= edges[k]) & (e_gen <= edges[k + 1])
+            if not mr.any() or not mg.any():
+                raise CalobenchError("quantile calibration: an empty bin of the condition (too few validation showers "
+                                     "for its bins)")
+            self.log_energy[k] = float(np.log(e_real[mr]).mean())
+            self.q_real[k] = torch.as_tensor(np.quantile(v_real[mr], levels))
+            self.q_generated[k] = torch.as_tensor(np.quantile(v_gen[mg], levels))
+        self.active.fill_(True)
+
+    def mapped(self, energy, value) -> np.ndarray:
+        """The real-quantile values v' of generated showers with these conditions and values v."""
+        value = np.asarray(value, np.float64)
+        if not bool(self.active):
+            return value
+        levels = np.linspace(0, 1, self.LEVELS)
+        tie = levels * 1e-12  # quantiles may tie; np.interp needs increasing abscissae
+        knots = self.log_energy.cpu().numpy()
+        qr, qg = self.q_real.cpu().numpy(), self.q_generated.cpu().numpy()
+        per_bin = np.stack([np.interp(np.interp(value, qg[k] + tie, levels), levels, qr[k])
+                            for k in range(len(knots))])  # [bins, N]
+        log_e = np.log(np.asarray(energy, np.float64))
+        return (np.stack(hat_weights(log_e, knots)) * per_bin).sum(0)
+
+
+# -- supervised training with early stopping --------------------------------------
 def fit_early_stopping(net: torch.nn.Module, x_train, y_train, x_val, y_val, loss_fn, seed: int = 0,
                        epochs: int = 40, batch: int = 256, lr: float = 1e-3, patience: int = 4,
                        min_delta: float = 1e-5, one_cycle: bool = False, device="cpu",

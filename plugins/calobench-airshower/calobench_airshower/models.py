@@ -11,9 +11,10 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 
 import calobench
 
-from .aixnet import train_regressor
-from calobench.training import ResponseCalibration
+from calobench.training import QuantileCalibration, ResponseCalibration
 from calobench.training import critic_gradient_penalty as gradient_penalty
+
+from .aixnet import train_regressor
 
 from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, readout, to_net
 from .simulator import SATURATION_VEM, TRIGGER_VEM, ZERO_SUPPRESSION_VEM
@@ -47,6 +48,48 @@ class WGANOptions(calobench.Options):
     calibrate_response: bool = False
     n_calibrate: PositiveInt = 5000
     calibration_bins: PositiveInt = 8
+    # with calibrate_response: each generated pattern's total signal also moved to the validation patterns'
+    # quantile at its energy (TotalSpread, spread_bins quantile bins of the validation energies), every station
+    # scaled alike: the generator's spread of the total at fixed energy is not real's (README: measured)
+    calibrate_spread: bool = False
+    spread_bins: PositiveInt = 8
+
+    @pydantic.model_validator(mode="after")
+    def _spread_needs_response(self):
+        if self.calibrate_spread and not self.calibrate_response:
+            raise ValueError("calibrate_spread maps the totals after the response calibration: it needs "
+                             "calibrate_response=true")
+        return self
+
+
+class TotalSpread(QuantileCalibration):
+    """A pattern's total signal T moved to the same quantile of the real patterns' at its energy E: the
+    residual r = log10 T - m(E), m a cubic in log10 E fitted to the real patterns (``fit_mean``), is mapped
+    through the generated residuals' quantiles onto the real ones' (``QuantileCalibration``), and every
+    station is scaled by 10^(r' - r). An empty pattern stays empty; until ``set`` the factor is 1."""
+
+    def __init__(self, bins: int = 8):
+        super().__init__(bins)
+        self.register_buffer("mean_fit", torch.zeros(4, dtype=torch.float64))
+
+    def fit_mean(self, energy, total) -> None:
+        """m(E): the least-squares cubic in log10 E of log10 T of real patterns (those with signal)."""
+        energy, total = np.asarray(energy, np.float64), np.asarray(total, np.float64)
+        keep = total > 0
+        self.mean_fit.copy_(torch.as_tensor(np.polynomial.polynomial.polyfit(np.log10(energy[keep]),
+                                                                            np.log10(total[keep]), 3)))
+
+    def residual(self, energy, total) -> np.ndarray:
+        """log10 T - m(E) (-inf for an empty pattern)."""
+        m = np.polynomial.polynomial.polyval(np.log10(np.asarray(energy, np.float64)), self.mean_fit.cpu().numpy())
+        with np.errstate(divide="ignore"):
+            return np.log10(np.asarray(total, np.float64)) - m
+
+    def factor(self, energy, total) -> np.ndarray:
+        total = np.asarray(total, np.float64)
+        ok = total > 0
+        r = np.where(ok, self.residual(energy, np.where(ok, total, 1.0)), 0.0)
+        return np.where(ok, 10 ** (self.mapped(energy, r) - r), 1.0)
 
 
 class RefinerOptions(calobench.Options):
@@ -117,11 +160,13 @@ class AirshowerWGAN(calobench.Model):
                   "timing_batches": [1, 100], "critic_energy": True, "critic_layers": "compact"},
         # 2-core CPU, <= 30 min of training. The generator's energy input and the constraint in log10 E,
         # a one-cycle pre-trained constrainer that keeps learning on real patterns, a critic that sees the
-        # energy, the signal scale calibrated per energy on validation patterns (README: the measurements)
+        # energy, the signal scale and the spread of the total calibrated per energy on validation patterns
+        # (README: the measurements)
         "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 4000, "n_train": 50_000,
                     "energy_input": "log", "constraint": "log", "kappa": 20.0, "constrainer_epochs": 10,
                     "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True,
-                    "critic_energy": True, "calibrate_response": True, "critic_layers": "compact"},
+                    "critic_energy": True, "calibrate_response": True, "calibrate_spread": True,
+                    "critic_layers": "compact"},
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
@@ -136,6 +181,8 @@ class AirshowerWGAN(calobench.Model):
                      "constrainer": PatternAixNet(w).to(device)}
         if config["calibrate_response"]:
             self.nets["calibration"] = ResponseCalibration().to(device)
+        if config["calibrate_spread"]:
+            self.nets["spread"] = TotalSpread(config["spread_bins"]).to(device)
         b = tuple(config["betas"])
         self.optimizers = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), config["lr"], betas=b),
                            "critic": torch.optim.Adam(self.nets["critic"].parameters(), config["lr"], betas=b)}
@@ -195,7 +242,8 @@ class AirshowerWGAN(calobench.Model):
             trainer.log(critic=loss_d, generator=loss_g, constraint=aux)
         if c["calibrate_response"] and validation is not None:
             trainer.once("calibrate", lambda g: self.calibrate(validation.head(min(len(validation), c["n_calibrate"])), g),
-                         log=lambda f: {f"factor_{e:.3g}EeV": k for e, k in zip(f["energy"], f["factor"])})
+                         log=lambda f: {**{f"factor_{e:.3g}EeV": k for e, k in zip(f["energy"], f["factor"])},
+                                        **{k: v for k, v in f.items() if k.startswith("spread_")}})
 
     @torch.no_grad()
     def _generate(self, energy: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -207,8 +255,11 @@ class AirshowerWGAN(calobench.Model):
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
         """Per quantile bin of the validation energies, the factor k on the generated signals for which
         the mean log total signal of patterns generated for those energies equals the validation
-        patterns' (scaling every station by k moves log total by log k: k is exact, no search). Validation
-        patterns only; the test split is never seen. Sets the ``calibration`` net; returns what it found."""
+        patterns' (scaling every station by k moves log total by log k: k is exact, no search). With
+        ``calibrate_spread``, then the ``spread`` net (``TotalSpread``) on the same patterns, the generated
+        totals after those factors. Validation patterns only; the test split is never seen. Returns what it
+        found (and the standard deviation of the residual log10 total around the real mean, generated / real,
+        before and after the spread map)."""
         if "calibration" not in self.nets:
             raise calobench.CalobenchError("airshower_wgan: calibrate() needs --set calibrate_response=true")
         energy = np.asarray(validation.conditions["energy"], np.float64)
@@ -228,7 +279,18 @@ class AirshowerWGAN(calobench.Model):
         if not knots:
             raise calobench.CalobenchError("airshower_wgan: no validation patterns with signal to calibrate on")
         self.nets["calibration"].set(knots, factors)
-        return {"energy": knots, "factor": factors}
+        found = {"energy": knots, "factor": factors}
+        if "spread" in self.nets:
+            spread = self.nets["spread"]
+            spread.active.fill_(False)
+            gen = gen * self.nets["calibration"].factor(torch.as_tensor(energy)).cpu().numpy()
+            spread.fit_mean(energy, real)
+            ok_r, ok_g = real > 0, gen > 0
+            r_real, r_gen = spread.residual(energy[ok_r], real[ok_r]), spread.residual(energy[ok_g], gen[ok_g])
+            spread.set((energy[ok_r], r_real), (energy[ok_g], r_gen))
+            found.update(spread_before=float(r_gen.std() / r_real.std()),
+                         spread_after=float(spread.mapped(energy[ok_g], r_gen).std() / r_real.std()))
+        return found
 
     @torch.no_grad()
     def sample(self, conditions):
@@ -239,6 +301,9 @@ class AirshowerWGAN(calobench.Model):
         if "calibration" in self.nets:
             k = self.nets["calibration"].factor(torch.as_tensor(energy, device=self.device))
             out = out * k.reshape(-1, *([1] * (out.dim() - 1)))
+        if "spread" in self.nets and bool(self.nets["spread"].active):
+            k = self.nets["spread"].factor(energy, out.flatten(1).sum(1).double().cpu().numpy())
+            out = out * torch.as_tensor(k, dtype=out.dtype, device=out.device).reshape(-1, *([1] * (out.dim() - 1)))
         return out.cpu().numpy()
 
     def reconstruct_energy(self, patterns: np.ndarray) -> np.ndarray:

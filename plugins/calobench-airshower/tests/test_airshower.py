@@ -497,6 +497,51 @@ def test_wgan_response_calibration_matches_the_validation_signal_per_energy():
     assert any(k.startswith("factor_") for h in trainer.history for k in h)
 
 
+def test_wgan_spread_calibration_moves_each_total_to_the_real_quantile_at_its_energy():
+    """calibrate_spread: a stand-in generator returns the validation pattern of the nearest energy with its
+    signal scaled by a log-normal factor (sigma 0.3 in log10: several times the real spread of the total at
+    fixed energy, as the trained WGAN's at high energy) and by 3 on average. After calibrate(), sample()'s
+    log10 total has the validation mean and standard deviation in every energy bin, the factor keeps each
+    pattern's rank, an empty pattern stays empty, the option needs the response calibration, and the map
+    travels with the weights."""
+    from calobench_airshower.models import AirshowerWGAN, TotalSpread
+
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    cfg = {**AirshowerWGAN.config_for("smoke"), "calibrate_response": True, "calibration_bins": 4,
+           "calibrate_spread": True, "spread_bins": 4, "n_calibrate": 4000}
+    m = AirshowerWGAN(info, cfg, torch.device("cpu"))
+    val = SIM.simulate(4000, np.random.default_rng(1), view="pattern")
+    e_val, x_val = val.conditions["energy"], torch.as_tensor(val.array())
+    noise = torch.Generator().manual_seed(5)
+
+    def fake(energy, generator=None):
+        i = np.abs(np.log(e_val)[None] - np.log(np.asarray(energy))[:, None]).argmin(1)
+        k = 3 * 10 ** (0.3 * torch.randn(len(i), generator=noise))
+        return x_val[i] * k[:, None, None]
+
+    m._generate = fake
+    found = m.calibrate(val)
+    assert found["spread_before"] > 1.5 and found["spread_after"] == pytest.approx(1.0, abs=0.1)
+    test = SIM.simulate(4000, np.random.default_rng(2), view="pattern")
+    e = test.conditions["energy"]
+    gen = np.log10(m.sample({"energy": e}).reshape(len(e), -1).sum(1))
+    real = np.log10(test.array().reshape(len(e), -1).sum(1))
+    for lo, hi in ((1, 10), (10, 40), (40, 100)):
+        s = (e >= lo) & (e < hi)
+        assert gen[s].mean() == pytest.approx(real[s].mean(), abs=0.05)
+        assert gen[s].std() == pytest.approx(real[s].std(), rel=0.2)
+    spread = m.nets["spread"]
+    totals = np.sort(np.exp(np.random.default_rng(3).normal(np.log(2000), 1.0, 500)))
+    np.testing.assert_array_less(0, np.diff(totals * spread.factor(np.full(500, 30.0), totals)) + 1e-9)
+    assert spread.factor([30.0], [0.0])[0] == 1.0
+    np.testing.assert_array_equal(TotalSpread(4).factor([30.0, 3.0], [100.0, 5.0]), 1.0)  # not set: 1
+    m2 = AirshowerWGAN(info, cfg, torch.device("cpu"))
+    m2.load_state_dict(m.state_dict())
+    np.testing.assert_allclose(m2.nets["spread"].factor(e, 10 ** real), spread.factor(e, 10 ** real))
+    with pytest.raises(calobench.CalobenchError, match="calibrate_spread .* needs calibrate_response=true"):
+        AirshowerWGAN.resolve("smoke", {"calibrate_spread": True})
+
+
 def test_refiner_response_calibration_brings_the_refined_signal_onto_data_at_every_energy():
     """calibrate_response: the refined signals get a smooth factor of the simulated energy that puts the
     mean log10 total signal of refined simulation on data's (cubic fits in log10 E). Here the refiner is

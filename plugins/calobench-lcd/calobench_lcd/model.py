@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 import calobench
+from calobench.training import QuantileCalibration, hat_weights
 
 from .nets import LATENT, Discriminator, Generator
 from .physics import ecal_sum, measured_angle
@@ -89,11 +90,6 @@ class ThreeDGANOptions(calobench.Options):
         return self
 
 
-def _hats(x, knots) -> list:
-    """Hat functions of ``x`` at ``knots`` (1 at its knot, 0 at the neighbours, flat beyond the ends)."""
-    return [np.interp(x, knots, np.eye(len(knots))[k]) for k in range(len(knots))]
-
-
 def _per_bin(stat, e_real, v_real, e_gen, v_gen, bins: int = 10) -> list:
     """stat(generated values, real values) in each of ``bins`` E_p bins (quantiles of the real energies)."""
     edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
@@ -134,7 +130,7 @@ class SamplingCalibration(torch.nn.Module):
     @classmethod
     def features(cls, energy, theta) -> np.ndarray:
         log_e = np.log(np.clip(np.asarray(energy, np.float64), cls.KNOTS_GEV[0], cls.KNOTS_GEV[-1]))
-        hats = _hats(log_e, np.log(cls.KNOTS_GEV))
+        hats = hat_weights(log_e, np.log(cls.KNOTS_GEV))
         t = np.asarray(theta, np.float64) - math.pi / 2
         return np.stack([*hats, t, t**2, t * log_e], 1)
 
@@ -158,53 +154,12 @@ class SamplingCalibration(torch.nn.Module):
         return self.features(energy, theta) @ self.coef_real.cpu().numpy()
 
 
-class SpreadCalibration(torch.nn.Module):
+class SpreadCalibration(QuantileCalibration):
     """Each generated shower's total energy moved to the same quantile of the real showers' at its E_p:
     r = (sampling fraction after the ``SamplingCalibration`` factor) / (the real mean fit at its labels) is
-    mapped through the generated ratios' quantiles onto the real ones', in ``bins`` quantile bins of the
-    validation energies (the maps of the two nearest bins interpolated in log E_p, the end bins' beyond),
-    and the shower is scaled by r' / r. The shape of every shower stays the generator's; its total follows
-    the real spread. Buffers only: it travels with the weights; until ``set`` the factor is 1."""
-
-    LEVELS = 41  # quantile levels 0, 2.5 %, ..., 100 %
-
-    def __init__(self, bins: int = 5):
-        super().__init__()
-        self.register_buffer("log_energy", torch.zeros(bins, dtype=torch.float64))
-        self.register_buffer("q_real", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
-        self.register_buffer("q_generated", torch.zeros(bins, self.LEVELS, dtype=torch.float64))
-        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
-
-    def set(self, real: tuple, generated: tuple) -> None:
-        """``real``, ``generated``: (E_p, ratio to the real mean) arrays of each sample."""
-        (e_real, r_real), (e_gen, r_gen) = real, generated
-        bins = self.log_energy.numel()
-        edges = np.quantile(e_real, np.linspace(0, 1, bins + 1))
-        levels = np.linspace(0, 1, self.LEVELS)
-        for k in range(bins):
-            mr = (e_real >= edges[k]) & (e_real <= edges[k + 1])
-            mg = (e_gen >= edges[k]) & (e_gen <= edges[k + 1])
-            if not mr.any() or not mg.any():
-                raise calobench.CalobenchError("3dgan: an empty energy bin in the spread calibration (too few "
-                                               "validation showers)")
-            self.log_energy[k] = float(np.log(e_real[mr]).mean())
-            self.q_real[k] = torch.as_tensor(np.quantile(r_real[mr], levels))
-            self.q_generated[k] = torch.as_tensor(np.quantile(r_gen[mg], levels))
-        self.active.fill_(True)
-
-    def mapped(self, energy, ratio) -> np.ndarray:
-        """The real-quantile ratio r' of generated showers with these E_p and ratios r."""
-        ratio = np.asarray(ratio, np.float64)
-        if not bool(self.active):
-            return ratio
-        levels = np.linspace(0, 1, self.LEVELS)
-        tie = levels * 1e-12  # quantiles may tie; np.interp needs increasing abscissae
-        knots = self.log_energy.cpu().numpy()
-        qr, qg = self.q_real.cpu().numpy(), self.q_generated.cpu().numpy()
-        per_bin = np.stack([np.interp(np.interp(ratio, qg[k] + tie, levels), levels, qr[k])
-                            for k in range(len(knots))])  # [bins, N]
-        log_e = np.log(np.asarray(energy, np.float64))
-        return (np.stack(_hats(log_e, knots)) * per_bin).sum(0)
+    mapped through the generated ratios' quantiles onto the real ones' (``QuantileCalibration``, ``bins``
+    quantile bins of the validation energies), and the shower is scaled by r' / r. The shape of every
+    shower stays the generator's; its total follows the real spread. Until ``set`` the factor is 1."""
 
     def factor(self, energy, ratio) -> np.ndarray:
         ratio = np.asarray(ratio, np.float64)
