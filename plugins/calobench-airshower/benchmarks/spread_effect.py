@@ -3,7 +3,8 @@ the run's generated test sample as scored (samples.h5), and the same sample with
 the factor of a ``TotalSpread`` (the run's own, or one fitted the way ``calibrate()`` fits it: the first
 ``n_calibrate`` validation patterns, one pattern generated per validation energy), each scored on the check
 the record carries: W1(total signal) / std_real. Prints the check and
-the mean and standard deviation of log10(total) per energy bin, real and generated, both ways.
+the mean and standard deviation of log10(total) per energy bin, real and generated, both ways. On a run
+whose model already has the map (``calibrate_spread``), the scored sample alone.
 
     python plugins/calobench-airshower/benchmarks/spread_effect.py runs/airshower_pattern__airshower_wgan__default-<hash>__seed0
 """
@@ -39,13 +40,33 @@ def main():
     model, rec = run.model, run.record
     if rec is None or model is None or model.name != "airshower_wgan" or "calibration" not in model.nets:
         raise SystemExit(f"{args.run}: needs a finished airshower_wgan run with calibrate_response")
-    if "spread" in model.nets:
-        raise SystemExit(f"{args.run}: the scored sample already has the spread map; this compares a run without it")
     ds = calobench.load_dataset(rec["dataset"])
     val, test = ds.load("validation"), ds.load("test")
     sample = run.samples()
     e_test, without = np.asarray(sample.conditions["energy"], np.float64), sample.array()
-    # a TotalSpread fitted as calibrate() fits it (after the run's own response calibration)
+    rows = [("real (test)", None), ("generated", without)]
+    if "spread" not in model.nets:
+        rows.append(("generated + spread", with_spread(model, val, without, e_test)))
+    real_total = test.array().reshape(len(test), -1).sum(1).astype(np.float64)
+    lr, e_real = log_total(test.array()), np.asarray(test.conditions["energy"], np.float64)
+    print(f"{args.run.name}: {rec['model']} ({rec['preset']}, code {rec['code']['revision'][:7]}); "
+          f"test patterns {len(test)}; the record's w1_total_signal "
+          + ", ".join(f"{c['value']:.3f}" for c in rec.get("physics", []) if c["name"] == "w1_total_signal"))
+    print(f"{'':<22} {'W1/std':>7}  " + "  ".join(f"{f'{lo}-{hi:.0f} EeV':>17}" for lo, hi in zip(E_BINS, E_BINS[1:])))
+    for label, x in rows:
+        lt, e = (lr, e_real) if x is None else (log_total(x), e_test)
+        w1 = 0.0 if x is None else wasserstein_distance(real_total, x.reshape(len(x), -1).sum(1)) / real_total.std()
+        cells = []
+        for lo, hi in zip(E_BINS, E_BINS[1:]):
+            s = (e >= lo) & (e < hi) & np.isfinite(lt)
+            cells.append(f"{lt[s].mean():.3f} +- {lt[s].std():.3f}".rjust(17))
+        print(f"{label:<22} {w1:7.3f}  " + "  ".join(cells))
+    print("(per bin: mean +- standard deviation of log10 of the total signal, VEM; patterns with signal)")
+
+
+def with_spread(model, val, sample: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    """``sample`` with every pattern scaled by a TotalSpread fitted as calibrate() fits it (after the run's own
+    response calibration)."""
     spread = TotalSpread(model.config["spread_bins"])
     v = val.head(min(len(val), model.config["n_calibrate"]))
     energy = np.asarray(v.conditions["energy"], np.float64)
@@ -56,23 +77,8 @@ def main():
     ok_r, ok_g = real > 0, gen > 0
     spread.set((energy[ok_r], spread.residual(energy[ok_r], real[ok_r])),
                (energy[ok_g], spread.residual(energy[ok_g], gen[ok_g])))
-    k = spread.factor(e_test, without.reshape(len(without), -1).sum(1).astype(np.float64))
-    with_map = without * k.reshape(-1, *([1] * (without.ndim - 1)))
-    real_total = test.array().reshape(len(test), -1).sum(1).astype(np.float64)
-    lr, e_real = log_total(test.array()), np.asarray(test.conditions["energy"], np.float64)
-    print(f"{args.run.name}: {rec['model']} ({rec['preset']}, code {rec['code']['revision'][:7]}); "
-          f"test patterns {len(test)}; the record's w1_total_signal "
-          + ", ".join(f"{c['value']:.3f}" for c in rec.get("physics", []) if c["name"] == "w1_total_signal"))
-    print(f"{'':<22} {'W1/std':>7}  " + "  ".join(f"{f'{lo}-{hi:.0f} EeV':>17}" for lo, hi in zip(E_BINS, E_BINS[1:])))
-    for label, x in (("real (test)", None), ("generated", without), ("generated + spread", with_map)):
-        lt, e = (lr, e_real) if x is None else (log_total(x), e_test)
-        w1 = 0.0 if x is None else wasserstein_distance(real_total, x.reshape(len(x), -1).sum(1)) / real_total.std()
-        cells = []
-        for lo, hi in zip(E_BINS, E_BINS[1:]):
-            s = (e >= lo) & (e < hi) & np.isfinite(lt)
-            cells.append(f"{lt[s].mean():.3f} +- {lt[s].std():.3f}".rjust(17))
-        print(f"{label:<22} {w1:7.3f}  " + "  ".join(cells))
-    print("(per bin: mean +- standard deviation of log10 of the total signal, VEM; patterns with signal)")
+    k = spread.factor(energies, sample.reshape(len(sample), -1).sum(1).astype(np.float64))
+    return sample * k.reshape(-1, *([1] * (sample.ndim - 1)))
 
 
 if __name__ == "__main__":
