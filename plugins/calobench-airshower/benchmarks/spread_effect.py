@@ -73,10 +73,7 @@ def with_spread(model, val, sample: np.ndarray, energies: np.ndarray) -> np.ndar
     real = v.array().reshape(len(v), -1).sum(1).astype(np.float64)
     torch.manual_seed(0)
     gen = model.sample({"energy": energy}).reshape(len(v), -1).sum(1).astype(np.float64)
-    spread.fit_mean(energy, real)
-    ok_r, ok_g = real > 0, gen > 0
-    spread.set((energy[ok_r], spread.residual(energy[ok_r], real[ok_r])),
-               (energy[ok_g], spread.residual(energy[ok_g], gen[ok_g])))
+    spread.fit((energy, real), (energy, gen))
     k = spread.factor(energies, sample.reshape(len(sample), -1).sum(1).astype(np.float64))
     return sample * k.reshape(-1, *([1] * (sample.ndim - 1)))
 

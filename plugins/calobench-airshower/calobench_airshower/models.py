@@ -15,7 +15,6 @@ from calobench.training import QuantileCalibration, ResponseCalibration
 from calobench.training import critic_gradient_penalty as gradient_penalty
 
 from .aixnet import train_regressor
-
 from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, readout, to_net
 from .simulator import SATURATION_VEM, TRIGGER_VEM, ZERO_SUPPRESSION_VEM
 
@@ -84,6 +83,16 @@ class TotalSpread(QuantileCalibration):
         m = np.polynomial.polynomial.polyval(np.log10(np.asarray(energy, np.float64)), self.mean_fit.cpu().numpy())
         with np.errstate(divide="ignore"):
             return np.log10(np.asarray(total, np.float64)) - m
+
+    def fit(self, real: tuple, generated: tuple) -> None:
+        """``real``, ``generated``: (energy, total signal) arrays; m(E) from the real patterns, then the
+        quantile maps of the residuals of the patterns with signal."""
+        (e_real, t_real), (e_gen, t_gen) = [(np.asarray(e, np.float64), np.asarray(t, np.float64))
+                                            for e, t in (real, generated)]
+        self.fit_mean(e_real, t_real)
+        ok_r, ok_g = t_real > 0, t_gen > 0
+        self.set((e_real[ok_r], self.residual(e_real[ok_r], t_real[ok_r])),
+                 (e_gen[ok_g], self.residual(e_gen[ok_g], t_gen[ok_g])))
 
     def factor(self, energy, total) -> np.ndarray:
         total = np.asarray(total, np.float64)
@@ -284,10 +293,9 @@ class AirshowerWGAN(calobench.Model):
             spread = self.nets["spread"]
             spread.active.fill_(False)
             gen = gen * self.nets["calibration"].factor(torch.as_tensor(energy)).cpu().numpy()
-            spread.fit_mean(energy, real)
+            spread.fit((energy, real), (energy, gen))
             ok_r, ok_g = real > 0, gen > 0
             r_real, r_gen = spread.residual(energy[ok_r], real[ok_r]), spread.residual(energy[ok_g], gen[ok_g])
-            spread.set((energy[ok_r], r_real), (energy[ok_g], r_gen))
             found.update(spread_before=float(r_gen.std() / r_real.std()),
                          spread_after=float(spread.mapped(energy[ok_g], r_gen).std() / r_real.std()))
         return found
