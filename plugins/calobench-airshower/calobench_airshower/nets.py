@@ -89,8 +89,38 @@ class PatternAixNet(nn.Module):
 
 
 # -- trace networks ---------------------------------------------------------------------
+def over_stations(net: nn.Module, flat: torch.Tensor) -> torch.Tensor:
+    """``net`` applied to every station's trace of ``flat`` [N, 1, T]; the same as ``net(flat)``.
+
+    An event lights a fifth to a third of the 81 stations; the others' traces are exactly 0 and give
+    one and the same output, net(0). So the net runs on the lit traces and once on an empty one,
+    broadcast to the dark stations. Where the input needs its gradient (the critic's gradient
+    penalty), a dark station's output is net(0) + J x with J the Jacobian of the net at the empty
+    trace (built with its graph): equal in value (x = 0), in the gradient on the input and in every
+    derivative of those on the parameters, which is what a penalty on the input gradient trains."""
+    lit = flat.flatten(1).ne(0).any(1)
+    n_lit = int(lit.sum())
+    if n_lit == len(flat):
+        return net(flat)
+    needs_input_grad = torch.is_grad_enabled() and flat.requires_grad
+    empty = flat.new_zeros((1, *flat.shape[1:]), requires_grad=needs_input_grad)
+    out0 = net(empty)
+    n_dark = len(flat) - n_lit
+    if needs_input_grad:
+        k = out0.numel()
+        jac = torch.stack([torch.autograd.grad(out0.flatten()[j], empty, create_graph=True)[0].flatten()
+                           for j in range(k)])  # [k, T]
+        dark = out0 + (flat[~lit].flatten(1) @ jac.T).reshape(n_dark, *out0.shape[1:])
+    else:
+        dark = out0.expand(n_dark, *out0.shape[1:])
+    out = out0.new_zeros((len(flat), *out0.shape[1:]))
+    if n_lit:
+        out = out.index_copy(0, lit.nonzero()[:, 0], net(flat[lit]))
+    return out.index_copy(0, (~lit).nonzero()[:, 0], dark)
+
+
 class StationTime(nn.Module):
-    """Applies a 1-D time network to every station: [B, 9, 9, T] -> [B, C, 9, 9, T']."""
+    """Applies a 1-D time network to every station: [B, 9, 9, T] -> [B, C, 9, 9, T'] (``over_stations``)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -98,7 +128,7 @@ class StationTime(nn.Module):
 
     def forward(self, x):
         B, X, Y, T = x.shape
-        h = self.net(x.reshape(B * X * Y, 1, T))
+        h = over_stations(self.net, x.reshape(B * X * Y, 1, T))
         return h.reshape(B, X, Y, h.shape[1], h.shape[2]).permute(0, 3, 1, 2, 4)
 
 
@@ -146,7 +176,7 @@ class Refiner(nn.Module):
     def forward(self, u):  # u [B, 9, 9, 80] in log units
         B, X, Y, T = u.shape
         flat = u.reshape(B * X * Y, 1, T)
-        out = self.net(flat)
+        out = over_stations(self.net, flat)
         if self.skip:
             if self.bound:
                 out = self.bound * torch.tanh(out / self.bound)

@@ -111,6 +111,53 @@ def test_network_shapes():
     torch.testing.assert_close(from_net(to_net(x)), x, rtol=1e-4, atol=1e-3)
 
 
+def sparse_traces(n_events=6, lit=0.3, seed=0):
+    """Net inputs of traces where a fraction ``lit`` of the stations carries signal, the rest exactly 0."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n_events, 9, 9, 80, generator=g) * 50 * (torch.rand(n_events, 9, 9, 1, generator=g) < lit)
+    return to_net(s)
+
+
+@pytest.mark.parametrize("which", ["critic", "refiner_gain", "refiner_log"])
+def test_trace_networks_skip_dark_stations_without_changing_a_number(which):
+    """The trace networks run their time convolutions on lit stations and once on an empty trace
+    (``over_stations``): against the dense evaluation of every station, the outputs, the gradient on the
+    input, the parameters' gradients, and those of a gradient penalty on the input (the critic's double
+    backward) agree (in float64, to rounding)."""
+    import calobench_airshower.nets as nets
+    from calobench.training import gradient_penalty
+
+    torch.manual_seed(1)
+    if which == "critic":
+        net = TraceAixNet(0.25, n_out=1, conditioned=True).double()
+        inner = net.time.net
+    else:
+        net = Refiner(0.125, bound=0.2, gain=which == "refiner_gain").double()
+        torch.nn.init.normal_(net.net[-1].weight, 0, 0.3)  # not the identity
+        inner = net.net
+    u = sparse_traces().double()
+    log_e = torch.linspace(-1, 1, len(u), dtype=torch.float64)
+
+    def evaluate(monkeypatch=None):
+        x = u.clone().requires_grad_()
+        out = net(x, log_e) if which == "critic" else net(x)
+        (g_in,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        net.zero_grad()
+        (out.square().sum() + gradient_penalty(out, x)).backward()
+        return [out.detach(), g_in.detach()] + [p.grad.clone() for p in net.parameters()]
+
+    sparse = evaluate()
+    with pytest.MonkeyPatch.context() as mp:  # every station through the convolutions, as a plain network would
+        mp.setattr(nets, "over_stations", lambda f, x: f(x))
+        dense = evaluate()
+    for a, b in zip(sparse, dense):
+        assert float((a - b).abs().max()) <= 1e-9 * float(b.abs().max())
+    assert bool((u.flatten(3) == 0).all(-1).any())  # there were dark stations to skip
+    flat = u.reshape(-1, 1, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(nets.over_stations(inner, flat), inner(flat), rtol=1e-12, atol=1e-12)
+
+
 def n_params(net):
     return sum(p.numel() for p in net.parameters())
 
