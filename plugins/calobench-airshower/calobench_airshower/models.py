@@ -15,7 +15,8 @@ from calobench.training import QuantileCalibration, ResponseCalibration
 from calobench.training import critic_gradient_penalty as gradient_penalty
 
 from .aixnet import train_regressor
-from .nets import PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, readout, to_net
+from .nets import (PatternAixNet, PatternCritic, PatternGenerator, Refiner, TraceAixNet, from_net, readout, to_net,
+                   trigger_straight_through)
 from .simulator import SATURATION_VEM, TRIGGER_VEM, ZERO_SUPPRESSION_VEM
 
 E_NORM = 100.0  # EeV: the paper's generator energy input is E / E_NORM
@@ -52,6 +53,10 @@ class WGANOptions(calobench.Options):
     # scaled alike: the generator's spread of the total at fixed energy is not real's (README: measured)
     calibrate_spread: bool = False
     spread_bins: PositiveInt = 8
+    # generated patterns pass the array's trigger: a station under 3 VEM reads 0 (a real pattern has no station
+    # between 0 and 3 VEM), in training (what the critic and the constrainer see; the gradient passes the cut
+    # straight through) and when sampling (last, after the calibrations)
+    readout: bool = False
 
     @pydantic.model_validator(mode="after")
     def _spread_needs_response(self):
@@ -203,6 +208,10 @@ class AirshowerWGAN(calobench.Model):
             return torch.log10(e_eev / E_PIVOT)
         return e_eev / E_NORM
 
+    def _triggered(self, u: torch.Tensor) -> torch.Tensor:
+        """Generated net inputs ``u`` as the array reads them out, with ``readout``."""
+        return trigger_straight_through(u, float(to_net(torch.tensor(TRIGGER_VEM)))) if self.config["readout"] else u
+
     def fit(self, train, trainer, validation=None):
         c, dev = self.config, self.device
         data = train.head(c["n_train"]) if c.get("n_train") else train.load()
@@ -232,14 +241,14 @@ class AirshowerWGAN(calobench.Model):
                 idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
                 real, e = U[idx].to(dev), E_in[idx].to(dev)
                 with torch.no_grad():
-                    fake = G(torch.randn(len(idx), c["latent"], device=dev), e)
+                    fake = self._triggered(G(torch.randn(len(idx), c["latent"], device=dev), e))
                 gp = gradient_penalty(lambda u: critic(u, idx), real, fake)
                 loss_d = critic(fake, idx).mean() - critic(real, idx).mean() + c["gp_lambda"] * gp
                 self.optimizers["critic"].zero_grad(set_to_none=True)
                 loss_d.backward()
                 self.optimizers["critic"].step()
             idx = torch.as_tensor(trainer.rng.integers(0, len(U), c["batch"]))
-            fake = G(torch.randn(len(idx), c["latent"], device=dev), E_in[idx].to(dev))
+            fake = self._triggered(G(torch.randn(len(idx), c["latent"], device=dev), E_in[idx].to(dev)))
             if c["constraint"] == "eev":  # EeV, as the paper's kappa (E - a(G))^2 reads
                 aux = ((E[idx].to(dev) - 10 ** A(fake)) ** 2).mean()
             else:  # in log10 E: every energy weighs the same
@@ -258,7 +267,7 @@ class AirshowerWGAN(calobench.Model):
     def _generate(self, energy: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
         e = self._energy_input(torch.as_tensor(np.asarray(energy, np.float32), device=self.device))
         z = torch.randn(len(e), self.config["latent"], generator=generator).to(self.device)
-        return from_net(self.nets["generator"].eval()(z, e))
+        return from_net(self._triggered(self.nets["generator"].eval()(z, e)))
 
     @torch.no_grad()
     def calibrate(self, validation, generator: torch.Generator | None = None) -> dict:
@@ -312,6 +321,8 @@ class AirshowerWGAN(calobench.Model):
         if "spread" in self.nets and bool(self.nets["spread"].active):
             k = self.nets["spread"].factor(energy, out.flatten(1).sum(1).double().cpu().numpy())
             out = out * torch.as_tensor(k, dtype=out.dtype, device=out.device).reshape(-1, *([1] * (out.dim() - 1)))
+        if self.config["readout"]:  # the trigger reads the calibrated signals
+            out = out * (out >= TRIGGER_VEM)
         return out.cpu().numpy()
 
     def reconstruct_energy(self, patterns: np.ndarray) -> np.ndarray:

@@ -184,6 +184,13 @@ class Refiner(nn.Module):
         return out.clamp_min(0).reshape(B, X, Y, T)
 
 
+def trigger_straight_through(u: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Net inputs ``u`` of patterns as the array's trigger reads them: a station under ``threshold``
+    (net units) reads 0. The gradient passes the cut as if it were not there (straight through), so a
+    station under the trigger still learns whether it should rise over it."""
+    return u - (u * (u < threshold)).detach()
+
+
 def readout(s: torch.Tensor, zero_suppression: float, saturation: float, trigger: float) -> torch.Tensor:
     """A surface array's readout of signals ``s`` [..., T] (VEM per bin): bins under
     ``zero_suppression`` read 0, bins saturate at ``saturation``, and a station whose integral is

@@ -589,6 +589,50 @@ def test_wgan_spread_calibration_moves_each_total_to_the_real_quantile_at_its_en
         AirshowerWGAN.resolve("smoke", {"calibrate_spread": True})
 
 
+def test_wgan_readout_reads_generated_patterns_through_the_trigger():
+    """readout: real patterns have no station between 0 and the 3 VEM trigger; generated ones pass the same
+    trigger in training (the critic and the constrainer see no station under it, while the generator's
+    gradient reaches the stations it cut) and when sampling, after the calibrations."""
+    from calobench_airshower.models import AirshowerWGAN
+    from calobench_airshower.nets import trigger_straight_through
+    from calobench_airshower.simulator import TRIGGER_VEM
+
+    real = SIM.simulate(300, np.random.default_rng(1), view="pattern").array()
+    assert not ((real > 0) & (real < TRIGGER_VEM)).any()
+    u = to_net(torch.tensor([0.0, 1.0, 2.9, 3.1, 50.0])).requires_grad_()
+    out = trigger_straight_through(u, float(to_net(torch.tensor(TRIGGER_VEM))))
+    torch.testing.assert_close(from_net(out.detach()), torch.tensor([0.0, 0.0, 0.0, 3.1, 50.0]), rtol=1e-4, atol=1e-4)
+    (out * torch.arange(1.0, 6.0)).sum().backward()
+    torch.testing.assert_close(u.grad, torch.arange(1.0, 6.0))  # straight through, cut stations included
+
+    info = DatasetInfo("airshower_pattern", SIM.geometry(view="pattern"), {"energy": (1.0, 100.0)})
+    data = SIM.simulate(1000, np.random.default_rng(2), view="pattern")
+    e = data.conditions["energy"]
+    threshold = float(to_net(torch.tensor(TRIGGER_VEM)))
+    for readout in (False, True):
+        torch.manual_seed(0)
+        m = AirshowerWGAN(info, {**AirshowerWGAN.config_for("smoke"), "readout": readout, "calibrate_response": True},
+                          torch.device("cpu"))
+        with torch.no_grad():  # an untrained generator's last layer lifted to a few VEM: many stations near 3 VEM
+            m.nets["generator"].up[-2].bias.fill_(float(to_net(torch.tensor(2.5))))
+        fakes, triggered = [], m._triggered
+
+        def spy(u):  # what the critic and the constrainer are given of each generated batch
+            out = triggered(u)
+            fakes.append(out.detach())
+            return out
+
+        m._triggered = spy
+        trainer = calobench.Trainer(progress=False, seed=0)
+        trainer.bind(m)
+        m.fit(data, trainer, validation=data)  # (the calibration's patterns pass it too)
+        seen = torch.cat(fakes)
+        assert len(seen) >= m.config["steps"] * (m.config["n_critic"] + 1) * m.config["batch"]
+        assert bool(((seen > 0) & (seen < threshold - 1e-6)).any()) != readout
+        x = m.sample({"energy": e})
+        assert (((x > 0) & (x < TRIGGER_VEM)).mean() == 0) == readout
+
+
 def test_refiner_response_calibration_brings_the_refined_signal_onto_data_at_every_energy():
     """calibrate_response: the refined signals get a smooth factor of the simulated energy that puts the
     mean log10 total signal of refined simulation on data's (cubic fits in log10 E). Here the refiner is
