@@ -102,16 +102,17 @@ def over_stations(net: nn.Module, flat: torch.Tensor) -> torch.Tensor:
     n_lit = int(lit.sum())
     if n_lit == len(flat):
         return net(flat)
-    needs_input_grad = torch.is_grad_enabled() and flat.requires_grad
-    empty = flat.new_zeros((1, *flat.shape[1:]), requires_grad=needs_input_grad)
-    out0 = net(empty)
+    empty = flat.new_zeros((1, *flat.shape[1:]))
     n_dark = len(flat) - n_lit
-    if needs_input_grad:
-        k = out0.numel()
-        jac = torch.stack([torch.autograd.grad(out0.flatten()[j], empty, create_graph=True)[0].flatten()
-                           for j in range(k)])  # [k, T]
-        dark = out0 + (flat[~lit].flatten(1) @ jac.T).reshape(n_dark, *out0.shape[1:])
+    if torch.is_grad_enabled() and flat.requires_grad:
+        def value(x):
+            out = net(x)
+            return out.flatten(), out
+
+        jac, out0 = torch.func.jacrev(value, has_aux=True)(empty)  # differentiable in the parameters
+        dark = out0 + (flat[~lit].flatten(1) @ jac.reshape(out0.numel(), -1).T).reshape(n_dark, *out0.shape[1:])
     else:
+        out0 = net(empty)
         dark = out0.expand(n_dark, *out0.shape[1:])
     out = out0.new_zeros((len(flat), *out0.shape[1:]))
     if n_lit:
