@@ -2,7 +2,9 @@
 number of stations above the 3 VEM trigger, the mean number with signal under it (a real pattern has none:
 the array reads such a station 0) and the mean fraction of the total signal in the largest station (a compact
 footprint has few stations and a large fraction), on the run's scored sample (samples.h5) and the dataset's
-test split.
+test split. With ``--bias``: the ``label_consistency`` metric's AixNet for the run's seed (cached, or trained as
+the metric trains it) reads the sample's energies; its mean relative bias from its bias on real patterns, as
+the sample is and with every station under the trigger read 0 (what the physics check's bias sees).
 
     python plugins/calobench-airshower/benchmarks/footprints.py runs/airshower_pattern__airshower_wgan__<...> [...]
 """
@@ -14,27 +16,49 @@ from pathlib import Path
 import numpy as np
 
 import calobench
+from calobench_airshower.aixnet import cached_regressor, predict_energy
 from calobench_airshower.simulator import TRIGGER_VEM
 
 E_BINS = (1, 10, 30, 60, 100.001)
 
 
-def footprint(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(stations above the trigger, stations with signal under it, largest station / total) per pattern [N, 9, 9]."""
+def footprint(x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(stations above the trigger, above 10 VEM, with signal under the trigger, largest station / total) per
+    pattern [N, 9, 9]."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
-    return (x >= TRIGGER_VEM).sum(1), ((x > 0) & (x < TRIGGER_VEM)).sum(1), x.max(1) / np.maximum(x.sum(1), 1e-12)
+    return ((x >= TRIGGER_VEM).sum(1), (x >= 10).sum(1), ((x > 0) & (x < TRIGGER_VEM)).sum(1),
+            x.max(1) / np.maximum(x.sum(1), 1e-12))
 
 
 def row(label: str, x: np.ndarray, energy: np.ndarray) -> str:
-    n, under, peak = footprint(x)
-    cells = [f"{n[s].mean():5.2f} st {under[s].mean():4.2f} under, peak {peak[s].mean():.3f}".rjust(34)
+    n, n10, under, peak = footprint(x)
+    cells = [f"{n[s].mean():5.2f} st ({n10[s].mean():5.2f}) {under[s].mean():4.2f} under, peak {peak[s].mean():.3f}"
+             .rjust(42)
              for s in ((energy >= lo) & (energy < hi) for lo, hi in zip(E_BINS, E_BINS[1:]))]
     return f"{label:<12} " + "  ".join(cells)
+
+
+def bias_rows(run, real, gen) -> str:
+    """The metric AixNet's bias on the generated sample from its bias on real patterns: as is, triggered."""
+    name = run.config["dataset"]
+    dataset = calobench.load_dataset(name).dataset
+    net = cached_regressor(f"{dataset.key or name}-patterns", dataset.load("train").head(20000), run.config["seed"])
+
+    def bias(x, energy):
+        energy = np.asarray(energy, np.float64)
+        return float(((predict_energy(net, x) - energy) / energy).mean())
+
+    b_real = bias(real.array(), real.conditions["energy"])
+    x = gen.array()
+    as_is, triggered = (bias(v, gen.conditions["energy"]) for v in (x, np.where(x >= TRIGGER_VEM, x, 0.0)))
+    return (f"  bias from real's ({b_real:+.3f}): as sampled {as_is - b_real:+.3f}, stations under "
+            f"{TRIGGER_VEM:g} VEM read 0 {triggered - b_real:+.3f}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--bias", action="store_true", help="also the metric AixNet's bias, as sampled and triggered")
     args = ap.parse_args()
     real = None
     for path in args.runs:
@@ -45,10 +69,13 @@ def main():
             raise SystemExit(f"error: {e}") from None
         if real is None:
             real = calobench.load_dataset(run.config["dataset"]).load("test")
-            print(f"{'':<12} " + "  ".join(f"{f'{lo}-{hi:.0f} EeV':>34}" for lo, hi in zip(E_BINS, E_BINS[1:])))
+            print(f"{'':<12} " + "  ".join(f"{f'{lo}-{hi:.0f} EeV':>42}" for lo, hi in zip(E_BINS, E_BINS[1:])))
             print(row("real (test)", real.array(), np.asarray(real.conditions["energy"])))
-        print(row(f"{run.config.get('config_hash', '?')[:8]} s{run.config.get('seed', '?')}", gen.array(), np.asarray(gen.conditions["energy"])))
-    print(f"(st: stations >= {TRIGGER_VEM:g} VEM per pattern; under: stations with 0 < signal < {TRIGGER_VEM:g} VEM; "
+        label = f"{run.config.get('config_hash', '?')[:8]} s{run.config.get('seed', '?')}"
+        print(row(label, gen.array(), np.asarray(gen.conditions["energy"])))
+        if args.bias:
+            print(bias_rows(run, real, gen))
+    print(f"(st: stations >= {TRIGGER_VEM:g} VEM per pattern, in brackets those >= 10 VEM; under: stations with 0 < signal < {TRIGGER_VEM:g} VEM; "
           "peak: largest station / total signal; means per bin)")
 
 
