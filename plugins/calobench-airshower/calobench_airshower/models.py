@@ -342,8 +342,9 @@ class AirshowerRefiner(calobench.Model):
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
                   "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "residual": "gain", "readout": True,
                   "timing_batches": [1, 100], "calibrate_response": True},
-        # 2-core CPU, <= 30 min of training (README: the time of each record; the trace networks skip the dark
-        # stations, over_stations: 1.5x faster at the same numbers); the stabilisers, the two learning rates, the
+        # 2-core CPU, <= 30 min of training (26.9 min for its record on the slow machine of 2026-12-07; the trace
+        # networks skip the dark stations, over_stations: 2.1-2.5x faster side by side, same sums in another
+        # order); the stabilisers, the two learning rates, the
         # energy-aware critic, the energy-balanced draw of simulated events, the gain residual and data's readout
         # of the refined traces: README, measured (residual=gain + readout took 1-10 EeV from +0.22 to +0.73 gap
         # closed, 4/5 -> 5/5). calibrate_response stays off (run b3df019d485b, README: 4/5 with it)
