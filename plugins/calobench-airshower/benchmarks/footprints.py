@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import calobench
-from calobench_airshower.aixnet import cached_regressor, predict_energy
+from calobench_airshower.aixnet import predict_energy
+from calobench_airshower.metrics import label_regressor
 from calobench_airshower.simulator import TRIGGER_VEM
 
 E_BINS = (1, 10, 30, 60, 100.001)
@@ -40,9 +41,7 @@ def row(label: str, x: np.ndarray, energy: np.ndarray) -> str:
 
 def bias_rows(run, real, gen) -> str:
     """The metric AixNet's bias on the generated sample from its bias on real patterns: as is, triggered."""
-    name = run.config["dataset"]
-    dataset = calobench.load_dataset(name).dataset
-    net = cached_regressor(f"{dataset.key or name}-patterns", dataset.load("train").head(20000), run.config["seed"])
+    net = label_regressor(calobench.load_dataset(run.config["dataset"]).dataset, run.config["seed"])
 
     def bias(x, energy):
         energy = np.asarray(energy, np.float64)

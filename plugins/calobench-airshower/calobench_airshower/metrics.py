@@ -108,6 +108,13 @@ class RefinementUtilityData(RefinementUtility):
     key = "data"
 
 
+def label_regressor(dataset, seed: int, quick: bool = False):
+    """The ``label_consistency`` AixNet of a pattern dataset: trained on its first 20 000 training patterns
+    (4 000 when ``quick``), cached by the dataset's key and ``seed``."""
+    patterns = dataset.load("train").head(4000 if quick else 20000)
+    return cached_regressor(f"{dataset.key or dataset.name}-patterns", patterns, seed, quick)
+
+
 class LabelConsistency(Metric):
     """An AixNet trained on real patterns reconstructs the energy of generated ones: mean over
     energy bins of |bias_gen - bias_real| + |resolution_gen - resolution_real|; the correlation
@@ -123,8 +130,7 @@ class LabelConsistency(Metric):
         return None
 
     def compute(self, real, generated, ctx):
-        net = cached_regressor(f"{ctx.dataset.key or ctx.dataset.name}-patterns",
-                               ctx.dataset.load("train").head(4000 if ctx.quick else 20000), ctx.seed, ctx.quick)
+        net = label_regressor(ctx.dataset, ctx.seed, ctx.quick)
         pr, pg = predict_energy(net, real.array()), predict_energy(net, generated.array())
         er, eg = real.conditions["energy"], generated.conditions["energy"]
         rr, rg = response(pr, er), response(pg, eg)

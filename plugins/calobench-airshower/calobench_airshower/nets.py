@@ -97,7 +97,8 @@ def over_stations(net: nn.Module, flat: torch.Tensor) -> torch.Tensor:
     broadcast to the dark stations. Where the input needs its gradient (the critic's gradient
     penalty), a dark station's output is net(0) + J x with J the Jacobian of the net at the empty
     trace (built with its graph): equal in value (x = 0), in the gradient on the input and in every
-    derivative of those on the parameters, which is what a penalty on the input gradient trains."""
+    derivative of those on the parameters, which is what a penalty on the input gradient trains. ``net``
+    must treat every trace on its own (no batch statistics, as every trace network here)."""
     lit = flat.flatten(1).ne(0).any(1)
     n_lit = int(lit.sum())
     if n_lit == len(flat):
