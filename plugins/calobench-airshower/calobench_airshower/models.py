@@ -174,13 +174,13 @@ class AirshowerWGAN(calobench.Model):
                   "timing_batches": [1, 100], "critic_energy": True, "critic_layers": "compact"},
         # 2-core CPU, <= 30 min of training. The generator's energy input and the constraint in log10 E,
         # a one-cycle pre-trained constrainer that keeps learning on real patterns, a critic that sees the
-        # energy, the signal scale and the spread of the total calibrated per energy on validation patterns
-        # (README: the measurements)
+        # energy, the signal scale and the spread of the total calibrated per energy on validation patterns,
+        # generated patterns read through the array's trigger (README: the measurements)
         "default": {"width": 0.25, "batch": 128, "n_critic": 5, "steps": 4000, "n_train": 50_000,
                     "energy_input": "log", "constraint": "log", "kappa": 20.0, "constrainer_epochs": 10,
                     "constrainer_schedule": "one_cycle", "constrainer_lr": 3e-3, "constrainer_online": True,
                     "critic_energy": True, "calibrate_response": True, "calibrate_spread": True,
-                    "critic_layers": "compact"},
+                    "critic_layers": "compact", "readout": True},
         "paper": {"width": 1.0, "batch": 128, "n_critic": 10, "steps": 20_000, "constrainer_epochs": 3,
                   "n_train": None},
     }
