@@ -4,7 +4,8 @@ the array reads such a station 0) and the mean fraction of the total signal in t
 footprint has few stations and a large fraction), on the run's scored sample (samples.h5) and the dataset's
 test split. With ``--bias``: the ``label_consistency`` metric's AixNet for the run's seed (cached, or trained as
 the metric trains it) reads the sample's energies; its mean relative bias from its bias on real patterns, as
-the sample is and with every station under the trigger read 0 (what the physics check's bias sees).
+the sample is and with every station under the trigger read 0 (what the physics check's bias sees), and per
+energy bin the patterns it reads at more than twice their energy (real and generated).
 
     python plugins/calobench-airshower/benchmarks/footprints.py runs/airshower_pattern__airshower_wgan__<...> [...]
 """
@@ -51,7 +52,24 @@ def bias_rows(run, real, gen) -> str:
     x = gen.array()
     as_is, triggered = (bias(v, gen.conditions["energy"]) for v in (x, np.where(x >= TRIGGER_VEM, x, 0.0)))
     return (f"  bias from real's ({b_real:+.3f}): as sampled {as_is - b_real:+.3f}, stations under "
-            f"{TRIGGER_VEM:g} VEM read 0 {triggered - b_real:+.3f}")
+            f"{TRIGGER_VEM:g} VEM read 0 {triggered - b_real:+.3f}\n" + high_reads(net, "real", real) + "\n"
+            + high_reads(net, "generated", gen))
+
+
+def high_reads(net, label: str, data) -> str:
+    """Per energy bin: the patterns the AixNet reads at more than twice their energy, how many, their median
+    total signal (VEM) against the bin's and their mean largest station / total."""
+    x, energy = data.array(), np.asarray(data.conditions["energy"], np.float64)
+    high = predict_energy(net, x) > 2 * energy
+    total = x.reshape(len(x), -1).sum(1)
+    peak = x.reshape(len(x), -1).max(1) / np.maximum(total, 1e-12)
+    cells = []
+    for lo, hi in zip(E_BINS, E_BINS[1:]):
+        s = (energy >= lo) & (energy < hi)
+        h = s & high
+        cells.append(f"{h.sum():4d} / {s.sum():4d}" + (f", total {np.median(total[h]):6.0f} (bin {np.median(total[s]):6.0f}),"
+                                                       f" peak {peak[h].mean():.2f}" if h.any() else ""))
+    return f"  read > 2x E, {label:<9}: " + "  ".join(c.ljust(44) for c in cells)
 
 
 def main():
@@ -74,8 +92,8 @@ def main():
         print(row(label, gen.array(), np.asarray(gen.conditions["energy"])))
         if args.bias:
             print(bias_rows(run, real, gen))
-    print(f"(st: stations >= {TRIGGER_VEM:g} VEM per pattern, in brackets those >= 10 VEM; under: stations with 0 < signal < {TRIGGER_VEM:g} VEM; "
-          "peak: largest station / total signal; means per bin)")
+    print(f"(st: stations >= {TRIGGER_VEM:g} VEM per pattern, in brackets those >= 10 VEM; "
+          f"under: stations with 0 < signal < {TRIGGER_VEM:g} VEM; peak: largest station / total signal; means per bin)")
 
 
 if __name__ == "__main__":
