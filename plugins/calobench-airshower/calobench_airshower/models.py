@@ -349,7 +349,7 @@ class AirshowerRefiner(calobench.Model):
         # of the refined traces: README, measured (residual=gain + readout took 1-10 EeV from +0.22 to +0.73 gap
         # closed, 4/5 -> 5/5). calibrate_response stays off (run b3df019d485b, README: 4/5 with it)
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
-                    "n_train": 50_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
+                    "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
                     "residual": "gain", "readout": True,
                     "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
