@@ -342,15 +342,15 @@ class AirshowerRefiner(calobench.Model):
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
                   "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "residual": "gain", "readout": True,
                   "timing_batches": [1, 100], "calibrate_response": True},
-        # 2-core CPU, <= 30 min of training (26.9 min for its record on the slow machine of 2026-12-07; the trace
-        # networks skip the dark stations, over_stations: 2.1-2.5x faster side by side, same sums in another
-        # order); the stabilisers, the two learning rates, the
-        # energy-aware critic, the energy-balanced draw of simulated events, the gain residual and data's readout
-        # of the refined traces: README, measured (residual=gain + readout took 1-10 EeV from +0.22 to +0.73 gap
-        # closed, 4/5 -> 5/5). calibrate_response stays off (run b3df019d485b, README: 4/5 with it)
+        # 2-core CPU, <= 30 min of training (26.9 min on the slow machine of 2026-12-07, 15.9 on the fast one of
+        # 2026-12-08; the trace networks skip the dark stations, over_stations: 2.1-2.5x faster side by side, same
+        # sums in another order); the stabilisers, the two learning rates, the energy-aware critic, the
+        # energy-balanced draw of simulated events, the gain residual, data's readout of the refined traces and the
+        # response calibration: README, measured (calibrate_response on the same trained refiner, record
+        # de118dee5ce7: 1-10 EeV 0.66 -> 1.16 gap closed, 4/5 -> 5/5)
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
-                    "residual": "gain", "readout": True,
+                    "residual": "gain", "readout": True, "calibrate_response": True,
                     "lr": 1e-4, "critic_lr": 3e-4, "lr_decay": True, "critic_energy": True, "balance": True},
         "paper": {"width": 1.0, "critic_width": 1.0, "batch": 100, "n_critic": 10, "steps": 10_000, "n_train": None,
                   "warmup": 0, "self_reg": 0.0, "skip": False, "bound": None},
