@@ -342,9 +342,9 @@ class AirshowerRefiner(calobench.Model):
         "smoke": {"width": 0.125, "critic_width": 0.125, "batch": 8, "n_critic": 2, "steps": 4, "n_train": 500,
                   "warmup": 2, "self_reg": 10.0, "skip": True, "bound": 0.2, "residual": "gain", "readout": True,
                   "timing_batches": [1, 100], "calibrate_response": True},
-        # 2-core CPU, <= 30 min of training (26.9 min on the slow machine of 2026-12-07, 15.9 on the fast one of
-        # 2026-12-08; the trace networks skip the dark stations, over_stations: 2.1-2.5x faster side by side, same
-        # sums in another order); the stabilisers, the two learning rates, the energy-aware critic, the
+        # 2-core CPU, <= 30 min of training (19.3 min with the calibration on the fast machine of 2026-12-08;
+        # 26.9 min without it on the slow one of 2026-12-07; the trace networks skip the dark stations,
+        # over_stations: 2.1-2.5x faster side by side, same sums in another order); the stabilisers, the two learning rates, the energy-aware critic, the
         # energy-balanced draw of simulated events, the gain residual, data's readout of the refined traces and the
         # response calibration: README, measured (calibrate_response on the same trained refiner, record
         # de118dee5ce7: 1-10 EeV 0.66 -> 1.16 gap closed, 4/5 -> 5/5)
