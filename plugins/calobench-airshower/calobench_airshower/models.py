@@ -344,10 +344,11 @@ class AirshowerRefiner(calobench.Model):
                   "timing_batches": [1, 100], "calibrate_response": True},
         # 2-core CPU, <= 30 min of training (19.3 min with the calibration on the fast machine of 2026-12-08;
         # 26.9 min without it on the slow one of 2026-12-07; the trace networks skip the dark stations,
-        # over_stations: 2.1-2.5x faster side by side, same sums in another order); the stabilisers, the two learning rates, the energy-aware critic, the
-        # energy-balanced draw of simulated events, the gain residual, data's readout of the refined traces and the
-        # response calibration: README, measured (calibrate_response on the same trained refiner, record
-        # de118dee5ce7: 1-10 EeV 0.66 -> 1.16 gap closed, 4/5 -> 5/5)
+        # over_stations: 2.1-2.5x faster side by side, same sums in another order); the stabilisers, the two
+        # learning rates, the energy-aware critic, the energy-balanced draw of simulated events, the gain residual,
+        # data's readout of the refined traces and the response calibration: README, measured (calibrate_response
+        # on the same trained refiner, record de118dee5ce7: seed 0 1-10 EeV 0.66 -> 1.16 gap closed, 4/5 -> 5/5;
+        # seed 1 2/5 -> 0/5: that refiner's training went wrong, the schedule is not stable across seeds)
         "default": {"width": 0.125, "critic_width": 0.25, "batch": 32, "n_critic": 10, "steps": 1400,
                     "n_train": 20_000, "warmup": 200, "self_reg": 10.0, "skip": True, "bound": 0.2,
                     "residual": "gain", "readout": True, "calibrate_response": True,
