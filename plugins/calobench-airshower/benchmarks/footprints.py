@@ -41,28 +41,29 @@ def row(label: str, x: np.ndarray, energy: np.ndarray) -> str:
 
 
 def bias_rows(run, real, gen) -> str:
-    """The metric AixNet's bias on the generated sample from its bias on real patterns: as is, triggered."""
+    """The metric AixNet's bias on the generated sample from its bias on real patterns: as is, triggered; then
+    the patterns it reads at more than twice their energy (``high_reads``), real and generated."""
     net = label_regressor(calobench.load_dataset(run.config["dataset"]).dataset, run.config["seed"])
+    x_real, e_real = real.array(), np.asarray(real.conditions["energy"], np.float64)
+    x, energy = gen.array(), np.asarray(gen.conditions["energy"], np.float64)
+    p_real, p_gen = predict_energy(net, x_real), predict_energy(net, x)
+    p_triggered = predict_energy(net, np.where(x >= TRIGGER_VEM, x, 0.0))
 
-    def bias(x, energy):
-        energy = np.asarray(energy, np.float64)
-        return float(((predict_energy(net, x) - energy) / energy).mean())
+    def bias(pred, e):
+        return float(((pred - e) / e).mean())
 
-    b_real = bias(real.array(), real.conditions["energy"])
-    x = gen.array()
-    as_is, triggered = (bias(v, gen.conditions["energy"]) for v in (x, np.where(x >= TRIGGER_VEM, x, 0.0)))
-    return (f"  bias from real's ({b_real:+.3f}): as sampled {as_is - b_real:+.3f}, stations under "
-            f"{TRIGGER_VEM:g} VEM read 0 {triggered - b_real:+.3f}\n" + high_reads(net, "real", real) + "\n"
-            + high_reads(net, "generated", gen))
+    b_real = bias(p_real, e_real)
+    return (f"  bias from real's ({b_real:+.3f}): as sampled {bias(p_gen, energy) - b_real:+.3f}, stations under "
+            f"{TRIGGER_VEM:g} VEM read 0 {bias(p_triggered, energy) - b_real:+.3f}\n"
+            + high_reads("real", x_real, e_real, p_real) + "\n" + high_reads("generated", x, energy, p_gen))
 
 
-def high_reads(net, label: str, data) -> str:
-    """Per energy bin: the patterns the AixNet reads at more than twice their energy, how many, their median
-    total signal (VEM) against the bin's and their mean largest station / total."""
-    x, energy = data.array(), np.asarray(data.conditions["energy"], np.float64)
-    high = predict_energy(net, x) > 2 * energy
+def high_reads(label: str, x: np.ndarray, energy: np.ndarray, pred: np.ndarray) -> str:
+    """Per energy bin: the patterns [N, 9, 9] read (``pred``) at more than twice their ``energy``, how many, their
+    median total signal (VEM) against the bin's and their mean largest station / total."""
+    high = pred > 2 * energy
     total = x.reshape(len(x), -1).sum(1)
-    peak = x.reshape(len(x), -1).max(1) / np.maximum(total, 1e-12)
+    peak = footprint(x)[3]
     cells = []
     for lo, hi in zip(E_BINS, E_BINS[1:]):
         s = (energy >= lo) & (energy < hi)
